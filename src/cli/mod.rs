@@ -1,0 +1,244 @@
+//! The command line: parse ([`args`]), resolve settings, dispatch, report.
+
+pub mod args;
+mod executor;
+
+use clap::{CommandFactory, Parser};
+use serde_json::json;
+
+use crate::config::{Config, Level, Paths};
+use crate::error::{Error, Result};
+use crate::output::Ui;
+use crate::run::{self, Mode};
+use args::{Cli, Command, ExpCommand, LevelArgs, RunArgs};
+
+/// Run the program; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_tracing(cli.verbose, cli.quiet);
+    let ui = Ui {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match dispatch(cli, ui) {
+        Ok(()) => 0,
+        Err(e) => {
+            if ui.json {
+                ui.event(json!({
+                    "event": "error",
+                    "message": e.message(),
+                    "causes": e.causes(),
+                    "hint": e.hint_text(),
+                    "exit_code": e.exit_code(),
+                }));
+            }
+            eprintln!("{}", e.render());
+            e.exit_code()
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DVC_EXEC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("dvc_exec={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// The level chosen by `--system/--global/--project/--local`.
+pub fn level_of(l: LevelArgs) -> Option<Level> {
+    if l.system {
+        Some(Level::System)
+    } else if l.global {
+        Some(Level::Global)
+    } else if l.local {
+        Some(Level::Local)
+    } else if l.project {
+        Some(Level::Repo)
+    } else {
+        None
+    }
+}
+
+fn cwd() -> Result<std::path::PathBuf> {
+    std::env::current_dir()
+        .map_err(|e| Error::failed("cannot read the current directory").source(e))
+}
+
+fn dispatch(cli: Cli, ui: Ui) -> Result<()> {
+    match cli.command {
+        Command::Executor(cmd) => executor::run(cmd, ui),
+        Command::Exp(ExpCommand::Run(a)) | Command::Run(a) => run_command(a, Mode::Exp, ui),
+        Command::Repro(a) => run_command(a, Mode::Repro, ui),
+        Command::Attach(a) => {
+            let outcome = runtime()?.block_on(run::attach(&a.run, ui))?;
+            report_outcome(&outcome, ui);
+            Ok(())
+        }
+        Command::Collect(a) => {
+            if a.no_apply {
+                let mut rec = run::state::RunRecord::load(&a.run)?;
+                rec.apply = false;
+                rec.save()?;
+            }
+            let outcome = runtime()?.block_on(run::collect_run(&a.run, ui))?;
+            report_outcome(&outcome, ui);
+            Ok(())
+        }
+        Command::Completions(a) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(a.shell, &mut cmd, "dvc-exec", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::failed("cannot start the async runtime").source(e))
+}
+
+/// Options of `dvc exp run` that take a value (so their value is never read as ours).
+const DVC_VALUE_OPTIONS: &[&str] = &[
+    "-S",
+    "--set-param",
+    "-n",
+    "--name",
+    "-m",
+    "--message",
+    "-C",
+    "--copy-paths",
+    "-j",
+    "--jobs",
+];
+
+/// Options that make no sense for a remote run, with what to do instead.
+fn refuse_option(arg: &str, mode: Mode) -> Option<String> {
+    let name = arg.split('=').next().unwrap_or(arg);
+    match (name, mode) {
+        ("--queue", Mode::Exp) => Some("--queue adds to DVC's local queue; queue experiments with `dvc exp run --queue` and run them one by one with `dvc-exec exp run`".into()),
+        ("--run-all", Mode::Exp) => Some("--run-all runs DVC's local queue on this machine; run queued experiments one by one with `dvc-exec exp run`".into()),
+        ("-j" | "--jobs", Mode::Exp) => Some("-j sets how many queued experiments DVC runs at once locally; start several `dvc-exec exp run --detach` instead".into()),
+        ("--temp", Mode::Exp) => Some("--temp asks DVC for a temporary directory here; dvc-exec always runs in a work tree of its own on the executor".into()),
+        ("-i" | "--interactive", _) => Some("-i asks questions on a terminal, and the remote run has none; set the values with -S instead".into()),
+        _ => None,
+    }
+}
+
+/// Split our own flags out of the DVC arguments (they may come after DVC's).
+fn split_args(mut a: RunArgs, json: &mut bool, mode: Mode) -> Result<RunArgs> {
+    let mut rest = Vec::new();
+    let mut it = std::mem::take(&mut a.dvc_args).into_iter();
+    while let Some(arg) = it.next() {
+        if DVC_VALUE_OPTIONS.contains(&arg.as_str()) {
+            rest.push(arg);
+            if let Some(v) = it.next() {
+                rest.push(v);
+            }
+            continue;
+        }
+        match arg.as_str() {
+            "-e" | "--executor" => {
+                a.executor = Some(it.next().ok_or_else(|| {
+                    Error::usage(format!("{arg} needs an executor name"))
+                        .hint("dvc-exec exp run -e NAME ...")
+                })?);
+            }
+            s if s.starts_with("--executor=") => {
+                a.executor = Some(s["--executor=".len()..].to_string())
+            }
+            "--detach" => a.detach = true,
+            "--no-apply" => a.no_apply = true,
+            "--json" => *json = true,
+            "--" => rest.extend(it.by_ref()),
+            _ => {
+                if let Some(why) = refuse_option(&arg, mode) {
+                    return Err(
+                        Error::usage(format!("{arg} cannot be used with dvc-exec")).hint(why)
+                    );
+                }
+                rest.push(arg);
+            }
+        }
+    }
+    a.dvc_args = rest;
+    Ok(a)
+}
+
+fn run_command(a: RunArgs, mode: Mode, mut ui: Ui) -> Result<()> {
+    let a = split_args(a, &mut ui.json, mode)?;
+    let paths = Paths::discover(&cwd()?);
+    if paths.dvc_dir.is_none() {
+        return Err(Error::usage("not inside a DVC project").hint(
+            "run this in a DVC project (one with a .dvc directory; create it with dvc init)",
+        ));
+    }
+    let config = Config::load(paths.clone())?;
+    let name = match &a.executor {
+        Some(n) => n.clone(),
+        None => config.default_name()?.to_string(),
+    };
+    let executor = config.executor(&name)?;
+    let mut dvc_args: Vec<String> = match mode {
+        Mode::Exp => vec!["exp".into(), "run".into()],
+        Mode::Repro => vec!["repro".into()],
+    };
+    dvc_args.extend(a.dvc_args);
+    let req = run::Request {
+        executor,
+        paths,
+        dvc_args,
+        mode,
+        detach: a.detach,
+        apply: !a.no_apply,
+    };
+    let outcome = runtime()?.block_on(run::execute(req, ui))?;
+    if !a.detach {
+        report_outcome(&outcome, ui);
+    }
+    Ok(())
+}
+
+fn report_outcome(o: &run::Outcome, ui: Ui) {
+    let human = match (&o.name, o.applied) {
+        (Some(name), true) => format!(
+            "experiment {name} is done; its results are in your workspace (dvc exp show lists it)"
+        ),
+        (Some(name), false) => {
+            format!("experiment {name} is done and saved; apply it with: dvc exp apply {name}")
+        }
+        (None, true) => "done; the results are in your workspace".into(),
+        (None, false) => "done".into(),
+    };
+    ui.result(
+        json!({
+            "run": o.run_id,
+            "name": o.name,
+            "ref": o.exp_ref,
+            "applied": o.applied,
+            "exit_code": 0,
+            "bytes_up": o.bytes_up,
+            "bytes_down": o.bytes_down,
+        }),
+        &human,
+    );
+}

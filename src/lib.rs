@@ -1,0 +1,19 @@
+//! dvc-exec: run DVC experiments on remote machines and cloud GPUs, and get them back as
+//! ordinary DVC experiments.
+//!
+//! The layout follows the architecture:
+//! - [`config`]: executors configured like DVC remotes, at DVC's four levels.
+//! - [`provider`]: where machines come from (local, SSH hosts, clouds), behind one trait.
+//! - [`transport`]: how commands, files and git objects reach a machine (SSH or local).
+//! - [`run`]: one experiment execution, end to end.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod output;
+pub mod provider;
+pub mod run;
+pub mod transport;
+
+pub use error::{Error, Result};

@@ -1,0 +1,922 @@
+//! A Run: one experiment execution, end to end.
+//!
+//! 1. **snapshot** the workspace (HEAD plus uncommitted and untracked files) into a commit,
+//!    through a temporary index;
+//! 2. **acquire** a machine from the executor's provider and **connect** (one SSH master);
+//! 3. **prepare**: check git, rsync and DVC there, create the project's repository;
+//! 4. **sync**: push HEAD and the snapshot with git, and copy the DVC cache objects the snapshot
+//!    references that the machine lacks (both at once);
+//! 5. **start** the run detached on the machine (it survives a dropped connection);
+//! 6. **follow** its log live, reconnecting and resuming after a drop;
+//! 7. **collect**: fetch the experiment's ref with git and the new cache objects with rsync;
+//! 8. **apply** the results to the workspace, unless the user changed the same files meanwhile.
+
+pub mod cache;
+pub mod git;
+pub mod state;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+use crate::config::executor::DataMode;
+use crate::config::{Config, Executor, Paths};
+use crate::error::{Context, Error, Result};
+use crate::output::Ui;
+use crate::provider::{self, Address, Machine};
+use crate::transport::{Reply, Transport};
+use git::{Repo, Snapshot};
+use state::RunRecord;
+
+/// What kind of DVC command the run executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `dvc exp run`: the result is an experiment ref.
+    Exp,
+    /// `dvc repro`: the result is the changed workspace.
+    Repro,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Exp => "exp",
+            Mode::Repro => "repro",
+        }
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The executor to run on.
+    pub executor: Executor,
+    /// The config paths (and so the project).
+    pub paths: Paths,
+    /// The DVC arguments, starting with the subcommand (`exp run -S x=1`, `repro`).
+    pub dvc_args: Vec<String>,
+    /// Exp or repro.
+    pub mode: Mode,
+    /// Return once the run has started.
+    pub detach: bool,
+    /// Apply the results to the workspace.
+    pub apply: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The run id.
+    pub run_id: String,
+    /// The experiment's name (exp mode).
+    pub name: Option<String>,
+    /// The experiment's ref (exp mode).
+    pub exp_ref: Option<String>,
+    /// Whether the results were applied to the workspace.
+    pub applied: bool,
+    /// Bytes of cache objects sent and received.
+    pub bytes_up: u64,
+    /// Bytes of cache objects received.
+    pub bytes_down: u64,
+}
+
+/// The project's id on executors: the directory name and the repository's first commit.
+fn project_id(repo: &Repo, root: &Path) -> Result<String> {
+    let roots = repo.git(&["rev-list", "--max-parents=0", "HEAD"])?;
+    let first = roots.lines().last().unwrap_or("0000000000000").trim();
+    let dir: String = root
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "project".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let mut id = format!("{dir}-{}", &first[..first.len().min(12)]);
+    if !repo.subdir.is_empty() {
+        id.push_str(&format!("-{:x}", fxhash(&repo.subdir)));
+    }
+    Ok(id)
+}
+
+fn fxhash(s: &str) -> u32 {
+    s.bytes().fold(0x811c9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x01000193)
+    })
+}
+
+/// The local `dvc` command.
+pub fn local_dvc() -> String {
+    std::env::var("DVC_EXEC_LOCAL_DVC").unwrap_or_else(|_| "dvc".into())
+}
+
+fn local_dvc_version() -> Option<String> {
+    let out = std::process::Command::new(local_dvc())
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn major(v: &str) -> Option<&str> {
+    v.trim().split('.').next().filter(|m| !m.is_empty())
+}
+
+/// Run an experiment (or repro) on the executor, as the user asked.
+pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
+    let root = req
+        .paths
+        .repo_root()
+        .ok_or_else(|| {
+            Error::usage("not inside a DVC project").hint("run this in a DVC project (dvc init)")
+        })?
+        .to_path_buf();
+    let repo = Repo::open(&root)?;
+    let snapshot = repo.snapshot()?;
+    let project = project_id(&repo, &root)?;
+    let exec = &req.executor;
+
+    let provider = provider::for_executor(exec)?;
+    let machine = provider.acquire().await?;
+    ui.phase(
+        "connect",
+        &format!("connecting to {} ({})", exec.name, machine.id),
+    );
+    let mut transport = Transport::connect(&machine.address).await?;
+
+    let run_id = state::new_run_id();
+    let workdir_setting = exec.workdir.clone().unwrap_or_else(|| "~/.dvc-exec".into());
+    let prep = transport
+        .helper_ok(
+            "checking the executor",
+            &[
+                "prepare".into(),
+                workdir_setting,
+                project.clone(),
+                exec.dvc.clone(),
+            ],
+        )
+        .await?;
+    let workdir = prep.get("workdir").unwrap_or_default().to_string();
+    check_prerequisites(exec, &transport, &prep)?;
+
+    let mut record = RunRecord {
+        id: run_id.clone(),
+        executor: exec.name.clone(),
+        machine: machine.id.clone(),
+        project_root: root.clone(),
+        workdir: workdir.clone(),
+        project: project.clone(),
+        mode: req.mode.as_str().into(),
+        dvc_args: req.dvc_args.clone(),
+        base: snapshot.base.clone(),
+        snapshot: snapshot.commit.clone(),
+        apply: req.apply,
+        state: "starting".into(),
+        started: state::now(),
+        exit_code: None,
+        name: None,
+    };
+
+    // Ctrl-C before the run has started: nothing remote to stop, only the run directory.
+    let started = tokio::select! {
+        r = sync_and_start(&req, &ui, &repo, &snapshot, &transport, &workdir, &project, &run_id) => r,
+        _ = tokio::signal::ctrl_c() => {
+            let _ = transport.helper(&["cleanup".into(), workdir.clone(), run_id.clone()]).await;
+            transport.close().await;
+            return Err(Error::interrupted("interrupted before the run started; nothing was left on the executor"));
+        }
+    };
+    let bytes_up = match started {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = transport
+                .helper(&["cleanup".into(), workdir.clone(), run_id.clone()])
+                .await;
+            transport.close().await;
+            return Err(e);
+        }
+    };
+    record.state = "running".into();
+    record.save()?;
+
+    if req.detach {
+        ui.result(
+            json!({"run": run_id, "executor": exec.name, "state": "running"}),
+            &format!(
+                "run {run_id} started on {}.\n  follow it:  dvc-exec attach {run_id}\n  collect its results when done:  dvc-exec collect {run_id}",
+                exec.name
+            ),
+        );
+        transport.close().await;
+        return Ok(Outcome {
+            run_id,
+            name: None,
+            exp_ref: None,
+            applied: false,
+            bytes_up,
+            bytes_down: 0,
+        });
+    }
+
+    let mut outcome = follow_and_collect(&mut transport, &machine, &mut record, &ui).await;
+    if let Ok(o) = &mut outcome {
+        o.bytes_up = bytes_up;
+    }
+    transport.close().await;
+    outcome
+}
+
+fn check_prerequisites(exec: &Executor, transport: &Transport, prep: &Reply) -> Result<()> {
+    let host = transport.describe();
+    let missing = prep.get("missing").unwrap_or_default().trim().to_string();
+    let remote_dvc = prep
+        .get("dvc_version")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let fix = if exec.setup_script.is_some() {
+        "install it on the host, or make the executor's setup_script provide it".to_string()
+    } else {
+        format!(
+            "install it on the host, or point dvc-exec at it: dvc-exec executor modify {} setup_script PATH (a script that, for example, activates a Python environment)",
+            exec.name
+        )
+    };
+    if !missing.is_empty() {
+        return Err(Error::usage(format!("{host} lacks what a run needs: {missing}")).hint(fix));
+    }
+    if remote_dvc.is_empty() && exec.setup_script.is_none() {
+        return Err(Error::usage(format!(
+            "DVC is not installed on {host} (the command `{}` was not found)",
+            exec.dvc
+        ))
+        .hint(format!(
+            "install it there (pip install dvc), set the executor's `dvc` key to its path: dvc-exec executor modify {} dvc /path/to/dvc, or give a setup_script that activates its environment",
+            exec.name
+        )));
+    }
+    if let (Some(local), false) = (local_dvc_version(), remote_dvc.is_empty())
+        && major(&local) != major(&remote_dvc)
+    {
+        return Err(Error::usage(format!(
+            "{host} has DVC {remote_dvc}, which cannot run this project made with DVC {local}"
+        ))
+        .hint(format!(
+            "install DVC {}.x on the host: pip install 'dvc=={}.*'",
+            major(&local).unwrap_or("3"),
+            major(&local).unwrap_or("3")
+        )));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sync_and_start(
+    req: &Request,
+    ui: &Ui,
+    repo: &Repo,
+    snapshot: &Snapshot,
+    transport: &Transport,
+    workdir: &str,
+    project: &str,
+    run_id: &str,
+) -> Result<u64> {
+    let exec = &req.executor;
+    let local_cache = cache::local_cache_dir(&req.paths)?;
+    let remote_cache = match transport {
+        Transport::Local => local_cache.clone(),
+        Transport::Ssh(_) => PathBuf::from(format!("{workdir}/cache")),
+    };
+
+    ui.phase("sync", &format!("sending the workspace to {}", exec.name));
+    let repo_path = PathBuf::from(format!("{workdir}/projects/{project}/repo.git"));
+    let push = push_commits(repo, transport, &repo_path, snapshot, run_id);
+    let copy = async {
+        if exec.data == DataMode::Pull || matches!(transport, Transport::Local) {
+            return Ok(0);
+        }
+        let files = repo.dvc_files(&snapshot.commit)?;
+        let mut hashes = cache::hashes_in(&files);
+        hashes.extend(cache::dir_entries(&local_cache, &hashes));
+        let paths: Vec<String> = hashes.iter().map(|h| cache::object_path(h)).collect();
+        transport
+            .copy_files(true, &local_cache, &remote_cache, &paths)
+            .await
+    };
+    let (pushed, copied) = tokio::join!(push, copy);
+    pushed?;
+    let bytes_up = copied?;
+
+    let setup = match &exec.setup_script {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| {
+            Error::usage(format!("cannot read the setup_script {}", p.display()))
+                .source(e)
+                .hint(format!(
+                    "fix the path: dvc-exec executor modify {} setup_script PATH",
+                    exec.name
+                ))
+        })?,
+        None => String::new(),
+    };
+    let mut args: Vec<String> = vec![
+        "start".into(),
+        workdir.into(),
+        project.into(),
+        run_id.into(),
+        snapshot.base.clone(),
+        snapshot.commit.clone(),
+        remote_cache.display().to_string(),
+        match exec.data {
+            DataMode::Copy => "copy".into(),
+            DataMode::Pull => "pull".into(),
+        },
+        exec.dvc.clone(),
+        setup,
+        repo.config("user.name").unwrap_or_default(),
+        repo.config("user.email").unwrap_or_default(),
+        req.mode.as_str().into(),
+        repo.subdir.clone(),
+        exec.env.len().to_string(),
+    ];
+    args.extend(exec.env.iter().map(|(k, v)| format!("{k}={v}")));
+    args.push("--".into());
+    args.extend(req.dvc_args.iter().cloned());
+    ui.phase(
+        "start",
+        &format!("starting `dvc {}` on {}", req.dvc_args.join(" "), exec.name),
+    );
+    transport.helper_ok("starting the run", &args).await?;
+    Ok(bytes_up)
+}
+
+async fn push_commits(
+    repo: &Repo,
+    transport: &Transport,
+    repo_path: &Path,
+    snapshot: &Snapshot,
+    run_id: &str,
+) -> Result<()> {
+    let (url, ssh) = transport.git_remote(repo_path);
+    let mut cmd = Command::new("git");
+    cmd.current_dir(&repo.top)
+        .args(["push", "-q", "--no-verify", "--force", &url])
+        .arg(format!(
+            "{}:refs/dvc-exec/base/{}",
+            snapshot.base, snapshot.base
+        ))
+        .arg(format!("{}:refs/dvc-exec/snap/{run_id}", snapshot.commit))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(ssh) = ssh {
+        cmd.env("GIT_SSH_COMMAND", ssh);
+    }
+    let out = cmd.output().await.context("cannot run git push")?;
+    if !out.status.success() {
+        return Err(Error::failed(format!(
+            "sending the commits to {} failed",
+            transport.describe()
+        ))
+        .source(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )));
+    }
+    Ok(())
+}
+
+/// Keeps the last lines of the log, for the error message of a failed run.
+#[derive(Default)]
+struct LogTail {
+    lines: std::collections::VecDeque<String>,
+    partial: String,
+}
+
+impl LogTail {
+    const KEEP: usize = 20;
+
+    /// Feed bytes; returns the complete lines they finish.
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.partial.push_str(&String::from_utf8_lossy(bytes));
+        let mut done = Vec::new();
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            let line = line.trim_end_matches(['\n', '\r']).to_string();
+            self.lines.push_back(line.clone());
+            if self.lines.len() > Self::KEEP {
+                self.lines.pop_front();
+            }
+            done.push(line);
+        }
+        done
+    }
+
+    fn text(&self) -> String {
+        let mut v: Vec<&str> = self.lines.iter().map(String::as_str).collect();
+        if !self.partial.is_empty() {
+            v.push(&self.partial);
+        }
+        v.join("\n")
+    }
+}
+
+/// What the follow step learnt when the run ended.
+struct Ended {
+    code: i32,
+    name: Option<String>,
+    tail: String,
+}
+
+/// Stream the run's log until it ends; reconnect after a dropped connection.
+async fn follow(
+    transport: &mut Transport,
+    machine: &Machine,
+    record: &RunRecord,
+    ui: &Ui,
+) -> Result<Ended> {
+    let mut offset: u64 = 0;
+    let mut tail = LogTail::default();
+    let mut lost_since: Option<Instant> = None;
+    loop {
+        let mut cmd = transport.helper_command(&[
+            "follow".into(),
+            record.workdir.clone(),
+            record.id.clone(),
+            offset.to_string(),
+        ]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("cannot follow the run's log")?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let err_task = tokio::spawn(async move {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s).await;
+            s
+        });
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = stdout.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            offset += n as u64;
+            lost_since = None;
+            let lines = tail.push(&buf[..n]);
+            if ui.json {
+                for l in lines {
+                    ui.event(json!({"event": "log", "line": l}));
+                }
+            } else {
+                ui.log(&buf[..n]);
+            }
+        }
+        let status = child.wait().await.context("cannot follow the run's log")?;
+        let err = err_task.await.unwrap_or_default();
+        let mut code = None;
+        let mut name = None;
+        for line in err.lines() {
+            if let Some(c) = line.strip_prefix("DVC-EXEC-EXIT ") {
+                code = Some(c.trim().to_string());
+            } else if let Some(n) = line.strip_prefix("DVC-EXEC-NAME ") {
+                name = Some(n.trim().to_string()).filter(|s| !s.is_empty());
+            }
+        }
+        match code.as_deref() {
+            Some("lost") => {
+                return Err(Error::failed(format!(
+                    "run {} on {} ended without an exit status (the machine may have rebooted)",
+                    record.id, machine.id
+                )));
+            }
+            Some(c) => {
+                let code: i32 = c.parse().unwrap_or(1);
+                return Ok(Ended {
+                    code,
+                    name,
+                    tail: tail.text(),
+                });
+            }
+            None => {}
+        }
+        if status.code() == Some(97) {
+            return Err(
+                Error::failed(format!("run {} is gone from {}", record.id, machine.id))
+                    .source(std::io::Error::other(err.trim().to_string())),
+            );
+        }
+        // The connection dropped: reconnect and resume where the log stopped.
+        let since = *lost_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > reconnect_limit() {
+            return Err(Error::failed(format!(
+                "lost the connection to {} and could not get it back for {}s",
+                machine.id,
+                reconnect_limit().as_secs()
+            ))
+            .hint(format!(
+                "the run goes on there; follow it later with: dvc-exec attach {}",
+                record.id
+            )));
+        }
+        ui.warn(&format!(
+            "lost the connection to {}; reconnecting (the run goes on there)",
+            machine.id
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Address::Ssh(_) = machine.address {
+            loop {
+                match Transport::connect(&machine.address).await {
+                    Ok(t) => {
+                        let old = std::mem::replace(transport, t);
+                        old.close().await;
+                        break;
+                    }
+                    Err(e) if since.elapsed() > reconnect_limit() => {
+                        return Err(e.hint(format!(
+                            "the run goes on there; follow it later with: dvc-exec attach {}",
+                            record.id
+                        )));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+                }
+            }
+        }
+    }
+}
+
+fn reconnect_limit() -> Duration {
+    std::env::var("DVC_EXEC_RECONNECT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(600))
+}
+
+/// Follow a started run to its end, stop it on Ctrl-C, then collect and apply its results.
+pub async fn follow_and_collect(
+    transport: &mut Transport,
+    machine: &Machine,
+    record: &mut RunRecord,
+    ui: &Ui,
+) -> Result<Outcome> {
+    ui.phase(
+        "run",
+        &format!("run {} is running on {}", record.id, record.executor),
+    );
+    let ended = tokio::select! {
+        r = follow(transport, machine, record, ui) => r?,
+        _ = tokio::signal::ctrl_c() => {
+            ui.note("Ctrl-C: stopping the run on the executor (Ctrl-C again to leave it running)");
+            let cancel_args: Vec<String> = vec!["cancel".into(), record.workdir.clone(), record.id.clone(), "10".into()];
+            let cancel = transport.helper(&cancel_args);
+            let reply = tokio::select! {
+                r = cancel => r.ok(),
+                _ = tokio::signal::ctrl_c() => None,
+            };
+            match reply {
+                Some(r) => {
+                    let how = match r.get("state") {
+                        Some("killed") => "killed it after it ignored SIGINT for 10 s",
+                        Some("gone") => "it had already ended",
+                        _ => "it stopped on SIGINT",
+                    };
+                    let _ = transport.helper(&["cleanup".into(), record.workdir.clone(), record.id.clone()]).await;
+                    record.state = "cancelled".into();
+                    record.exit_code = Some(130);
+                    record.save()?;
+                    return Err(Error::interrupted(format!(
+                        "cancelled run {} on {}: {how}; nothing is left running there",
+                        record.id, record.executor
+                    )));
+                }
+                None => {
+                    return Err(Error::interrupted(format!(
+                        "left run {} running on {}",
+                        record.id, record.executor
+                    ))
+                    .hint(format!("dvc-exec attach {0} follows it; dvc-exec collect {0} fetches its results", record.id)));
+                }
+            }
+        }
+    };
+    record.exit_code = Some(ended.code);
+    record.name = ended.name.clone();
+    if ended.code != 0 {
+        record.state = "failed".into();
+        record.save()?;
+        let _ = transport
+            .helper(&["cleanup".into(), record.workdir.clone(), record.id.clone()])
+            .await;
+        let mut e = Error::run_failed(
+            ended.code,
+            format!(
+                "`dvc {}` failed on {} with exit code {}",
+                record.dvc_args.join(" "),
+                record.executor,
+                ended.code
+            ),
+        );
+        if !ended.tail.is_empty() {
+            e = e.source(std::io::Error::other(format!(
+                "the last lines of its log:\n{}",
+                ended.tail
+            )));
+        }
+        return Err(e);
+    }
+    record.state = "finished".into();
+    record.save()?;
+    collect(transport, record, ui).await
+}
+
+/// Fetch a finished run's results (git objects and cache objects) and apply them.
+pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> Result<Outcome> {
+    let root = record.project_root.clone();
+    let repo = Repo::open(&root)?;
+    let paths = Paths::discover(&root);
+    let local_cache = cache::local_cache_dir(&paths)?;
+    let rundir = format!("{}/runs/{}", record.workdir, record.id);
+    let wt = PathBuf::from(format!("{rundir}/wt"));
+    let remote_cache = match transport {
+        Transport::Local => local_cache.clone(),
+        Transport::Ssh(_) => PathBuf::from(format!("{}/cache", record.workdir)),
+    };
+
+    ui.phase("fetch", "fetching the results");
+    let (remote_ref, local_ref) = match record.mode.as_str() {
+        "exp" => {
+            let name = record.name.clone().ok_or_else(|| {
+                Error::failed(format!(
+                    "run {} finished but DVC recorded no experiment",
+                    record.id
+                ))
+            })?;
+            let r = format!(
+                "refs/exps/{}/{}/{name}",
+                &record.base[..2],
+                &record.base[2..]
+            );
+            (r.clone(), r)
+        }
+        _ => (
+            "refs/dvc-exec/result".to_string(),
+            format!("refs/dvc-exec/tmp/{}", record.id),
+        ),
+    };
+    let force = record.dvc_args.iter().any(|a| a == "-f" || a == "--force");
+    let (url, ssh) = transport.git_remote(&wt);
+    let refspec = format!(
+        "{}{remote_ref}:{local_ref}",
+        if force || record.mode != "exp" {
+            "+"
+        } else {
+            ""
+        }
+    );
+    let mut cmd = Command::new("git");
+    cmd.current_dir(&repo.top)
+        .args([
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--no-write-fetch-head",
+            &url,
+            &refspec,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(ssh) = ssh {
+        cmd.env("GIT_SSH_COMMAND", ssh);
+    }
+    let out = cmd.output().await.context("cannot run git fetch")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let mut e = Error::failed(format!("fetching the results of run {} failed", record.id))
+            .source(std::io::Error::other(err.clone()));
+        if err.contains("rejected") || err.contains("already exists") {
+            e = e.hint("an experiment of that name exists here already; run again with -f to replace it, or pick another name with -n");
+        }
+        return Err(e);
+    }
+    let result = repo
+        .git(&["rev-parse", "--verify", &local_ref])?
+        .trim()
+        .to_string();
+
+    // The cache objects the result references, then the files of its directories.
+    let mut bytes_down = 0;
+    if !matches!(transport, Transport::Local) {
+        let files = repo.dvc_files(&result)?;
+        let hashes = cache::hashes_in(&files);
+        let paths: Vec<String> = hashes.iter().map(|h| cache::object_path(h)).collect();
+        bytes_down += transport
+            .copy_files(false, &remote_cache, &local_cache, &paths)
+            .await?;
+        let entries = cache::dir_entries(&local_cache, &hashes);
+        let paths: Vec<String> = entries.iter().map(|h| cache::object_path(h)).collect();
+        bytes_down += transport
+            .copy_files(false, &remote_cache, &local_cache, &paths)
+            .await?;
+    }
+    let _ = transport
+        .helper(&["cleanup".into(), record.workdir.clone(), record.id.clone()])
+        .await;
+
+    let applied = if record.apply {
+        ui.phase("apply", "applying the results to the workspace");
+        apply(&repo, record, &result, ui)?
+    } else {
+        false
+    };
+    if record.mode != "exp" {
+        let _ = repo.git(&["update-ref", "-d", &local_ref]);
+    }
+    record.state = "collected".into();
+    record.save()?;
+
+    let exp_ref = (record.mode == "exp").then(|| local_ref.clone());
+    Ok(Outcome {
+        run_id: record.id.clone(),
+        name: record.name.clone(),
+        exp_ref,
+        applied,
+        bytes_up: 0,
+        bytes_down,
+    })
+}
+
+/// Write the result's changes into the workspace, unless the user changed the same files since
+/// the run started; then check out the DVC outputs.
+fn apply(repo: &Repo, record: &RunRecord, result: &str, ui: &Ui) -> Result<bool> {
+    let now = repo.snapshot()?;
+    let by_user = repo.changed_paths(&record.snapshot, &now.commit)?;
+    let by_run = repo.changed_paths(&record.snapshot, result)?;
+    let clash: BTreeSet<_> = by_user.intersection(&by_run).cloned().collect();
+    if !clash.is_empty() {
+        let how = match &record.name {
+            Some(name) if record.mode == "exp" => {
+                format!("apply it when you are ready: dvc exp apply {name}")
+            }
+            _ => "run it again when the workspace is settled".into(),
+        };
+        ui.warn(&format!(
+            "not applying the results: you changed {} since the run started, and the run changed {} too. Your files are untouched. {how}",
+            clash.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            if clash.len() == 1 { "it" } else { "them" },
+        ));
+        return Ok(false);
+    }
+    if by_run.is_empty() {
+        return Ok(true);
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("dvc-exec-apply")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let index = tmp.path().join("index");
+    let index_s = index.to_string_lossy().to_string();
+    let env = [("GIT_INDEX_FILE", index_s.as_str())];
+    repo.git_env(&["read-tree", result], &env)?;
+    let mut present = Vec::new();
+    for path in &by_run {
+        if repo.show_file(result, path)?.is_some() {
+            present.push(path.clone());
+        } else {
+            let p = repo.top.join(path);
+            if p.exists() {
+                std::fs::remove_file(&p)
+                    .with_context(|| format!("cannot remove {}", p.display()))?;
+            }
+        }
+    }
+    for chunk in present.chunks(200) {
+        let mut args = vec!["checkout-index", "-f", "--"];
+        args.extend(chunk.iter().map(String::as_str));
+        repo.git_env(&args, &env)?;
+    }
+    // The outputs: DVC checks out what the new dvc.lock and .dvc files name.
+    let dvc_root = if repo.subdir.is_empty() {
+        repo.top.clone()
+    } else {
+        repo.top.join(&repo.subdir)
+    };
+    let out = std::process::Command::new(local_dvc())
+        .current_dir(&dvc_root)
+        .args(["checkout", "-q"])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => ui.warn(&format!(
+            "dvc checkout reported a problem: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => ui.warn(&format!(
+            "cannot run dvc checkout ({e}); run it yourself to restore the outputs"
+        )),
+    }
+    Ok(true)
+}
+
+/// Reconnect to a run's machine from its record.
+pub async fn reconnect(record: &RunRecord) -> Result<(Machine, Transport)> {
+    let paths = Paths::discover(&record.project_root);
+    let config = Config::load(paths)?;
+    let exec = config.executor(&record.executor)?;
+    let provider = provider::for_executor(&exec)?;
+    let machines = provider.list().await?;
+    let machine = machines
+        .into_iter()
+        .find(|m| m.id == record.machine)
+        .ok_or_else(|| {
+            Error::failed(format!(
+                "the machine {} of run {} is gone",
+                record.machine, record.id
+            ))
+        })?;
+    let transport = Transport::connect(&machine.address).await?;
+    Ok((machine, transport))
+}
+
+/// `dvc-exec attach RUN`: follow a run again, then collect it.
+pub async fn attach(id: &str, ui: Ui) -> Result<Outcome> {
+    let mut record = RunRecord::load(id)?;
+    if record.state == "collected" {
+        return Err(Error::usage(format!(
+            "run {} was already collected",
+            record.id
+        )));
+    }
+    let (machine, mut transport) = reconnect(&record).await?;
+    let r = follow_and_collect(&mut transport, &machine, &mut record, &ui).await;
+    transport.close().await;
+    r
+}
+
+/// `dvc-exec collect RUN`: fetch the results of a finished run.
+pub async fn collect_run(id: &str, ui: Ui) -> Result<Outcome> {
+    let mut record = RunRecord::load(id)?;
+    if record.state == "collected" {
+        return Err(Error::usage(format!(
+            "run {} was already collected",
+            record.id
+        )));
+    }
+    let (_machine, transport) = reconnect(&record).await?;
+    let status = transport
+        .helper_ok(
+            "asking for the run's state",
+            &["status".into(), record.workdir.clone(), record.id.clone()],
+        )
+        .await?;
+    let result = match status.get("state") {
+        Some("running") => Err(Error::usage(format!("run {} is still running", record.id))
+            .hint(format!("follow it with: dvc-exec attach {}", record.id))),
+        Some("finished") => {
+            let mut code = 1;
+            for line in status.stdout.lines() {
+                if let Some(c) = line.strip_prefix("DVC-EXEC-EXIT ") {
+                    code = c.trim().parse().unwrap_or(1);
+                } else if let Some(n) = line.strip_prefix("DVC-EXEC-NAME ") {
+                    record.name = Some(n.trim().to_string()).filter(|s| !s.is_empty());
+                }
+            }
+            record.exit_code = Some(code);
+            if code != 0 {
+                record.state = "failed".into();
+                record.save()?;
+                Err(Error::run_failed(
+                    code,
+                    format!("run {} failed with exit code {code}", record.id),
+                ))
+            } else {
+                collect(&transport, &mut record, &ui).await
+            }
+        }
+        _ => Err(Error::failed(format!(
+            "run {} ended without an exit status",
+            record.id
+        ))),
+    };
+    transport.close().await;
+    result
+}

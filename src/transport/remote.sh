@@ -1,0 +1,215 @@
+# dvc-exec's helper on the executor. It is sent with every call as `bash -c SCRIPT`, so nothing
+# is installed and client and helper always match. Each subcommand is one round trip.
+# Arguments arrive as separate, quoted words: nothing here passes them through `eval`.
+#
+# Layout under WORKDIR (default ~/.dvc-exec):
+#   cache/                      the DVC cache shared by every run on this host
+#   projects/PROJECT/repo.git   a bare repository per project: history crosses the wire once
+#   runs/RUN/                   one run: wt/ (work tree), log, pid, exit, args, env, setup.sh
+set -u
+umask 077
+
+die() { printf 'dvc-exec-remote: %s\n' "$*" >&2; exit 97; }
+
+expand_workdir() {
+  case "$1" in
+    "~") printf '%s' "$HOME" ;;
+    "~/"*) printf '%s/%s' "$HOME" "${1#\~/}" ;;
+    /*) printf '%s' "$1" ;;
+    *) printf '%s/%s' "$HOME" "$1" ;;
+  esac
+}
+
+# The DVC command may be several words ("python -m dvc"): split it on blanks, without eval.
+dvc_cmd() { read -r -a DVC <<<"$1"; }
+
+cmd_prepare() {
+  # prepare WORKDIR PROJECT DVCCMD
+  local workdir project
+  workdir=$(expand_workdir "$1"); project=$2; dvc_cmd "$3"
+  local missing=()
+  command -v git >/dev/null 2>&1 || missing+=(git)
+  command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+  command -v setsid >/dev/null 2>&1 || missing+=(setsid)
+  local dvc_version=""
+  dvc_version=$("${DVC[@]}" --version 2>/dev/null | tail -n 1) || dvc_version=""
+  mkdir -p "$workdir/cache" "$workdir/projects/$project" "$workdir/runs" || die "cannot create $workdir"
+  if [ ! -d "$workdir/projects/$project/repo.git" ]; then
+    git init -q --bare "$workdir/projects/$project/repo.git" >/dev/null 2>&1 || missing+=(git-init)
+  fi
+  printf 'workdir=%s\n' "$workdir"
+  printf 'dvc_version=%s\n' "$dvc_version"
+  printf 'missing=%s\n' "${missing[*]:-}"
+  printf 'free_kb=%s\n' "$(df -Pk "$workdir" 2>/dev/null | awk 'NR==2 {print $4}')"
+}
+
+cmd_start() {
+  # start WORKDIR PROJECT RUN BASE SNAPSHOT CACHEDIR DATAMODE DVCCMD SETUP_SCRIPT_TEXT GITNAME
+  #       GITEMAIL MODE SUBDIR N_ENV ENV... -- DVC_ARGS...
+  local workdir project run base snap cachedir datamode dvccmd setup gitname gitemail mode subdir nenv
+  workdir=$(expand_workdir "$1"); project=$2; run=$3; base=$4; snap=$5; cachedir=$6; datamode=$7
+  dvccmd=$8; setup=$9; gitname=${10}; gitemail=${11}; mode=${12}; subdir=${13}; nenv=${14}
+  shift 14
+  case "$run" in ""|*/*|.*) die "bad run id" ;; esac
+  local rundir="$workdir/runs/$run"
+  [ -e "$rundir/wt" ] && die "run $run already exists on this host"
+  mkdir -p "$rundir" || die "cannot create $rundir"
+  : > "$rundir/env"
+  local i
+  for ((i = 0; i < nenv; i++)); do printf '%s\0' "$1" >> "$rundir/env"; shift; done
+  [ "${1:-}" = "--" ] && shift
+  printf '%s\0' "$@" > "$rundir/args"
+  [ "$#" -eq 0 ] && : > "$rundir/args"
+  printf '%s' "$setup" > "$rundir/setup.sh"
+  printf '%s\0' "$dvccmd" "$datamode" "$cachedir" "$gitname" "$gitemail" "$mode" "$snap" "$subdir" > "$rundir/settings"
+  {
+    git clone -q --shared --no-checkout "$workdir/projects/$project/repo.git" "$rundir/wt" &&
+    git -C "$rundir/wt" -c advice.detachedHead=false checkout -q --detach "$snap" &&
+    git -C "$rundir/wt" reset -q "$base"
+  } > "$rundir/prepare.log" 2>&1 || { cat "$rundir/prepare.log" >&2; die "cannot set up the work tree in $rundir/wt"; }
+  if [ -n "$cachedir" ]; then
+    mkdir -p "$cachedir"
+    printf '[cache]\n    dir = %s\n' "$cachedir" >> "$rundir/wt/${subdir:+$subdir/}.dvc/config.local"
+  fi
+  # The job runs in a session of its own: it survives the connection, and its process group
+  # is what cancel signals.
+  # (setsid -f from the foreground: a job started with & would have SIGINT ignored for good.)
+  setsid -f bash -c "$(declare -f job); job \"\$1\"" dvc-exec-job "$rundir" </dev/null >"$rundir/log" 2>&1
+  local waited=0
+  while [ ! -s "$rundir/pid" ] && [ "$waited" -lt 100 ]; do sleep 0.05; waited=$((waited + 1)); done
+  [ -s "$rundir/pid" ] || die "the run did not start; see $rundir/log"
+  printf 'pid=%s\n' "$(cat "$rundir/pid")"
+  printf 'rundir=%s\n' "$rundir"
+}
+
+# The detached job: runs in a session of its own, writes its exit code to RUNDIR/exit.
+job() {
+  local rundir=$1
+  echo $$ > "$rundir/pid.tmp" && mv "$rundir/pid.tmp" "$rundir/pid"
+  interrupted=0
+  trap "interrupted=1" INT TERM
+  finish() { printf "%s\n" "$1" > "$rundir/exit.tmp"; mv "$rundir/exit.tmp" "$rundir/exit"; exit "$1"; }
+  mapfile -d "" settings < "$rundir/settings"
+  read -r -a DVC <<<"${settings[0]}"
+  datamode=${settings[1]}
+  [ -n "${settings[3]}" ] && export GIT_AUTHOR_NAME="${settings[3]}" GIT_COMMITTER_NAME="${settings[3]}"
+  [ -n "${settings[4]}" ] && export GIT_AUTHOR_EMAIL="${settings[4]}" GIT_COMMITTER_EMAIL="${settings[4]}"
+  mapfile -d "" envs < "$rundir/env"
+  for kv in "${envs[@]}"; do export "$kv"; done
+  mapfile -d "" args < "$rundir/args"
+  mode=${settings[5]}; snap=${settings[6]}; subdir=${settings[7]}
+  cd "$rundir/wt/$subdir" || finish 98
+  if [ -s "$rundir/setup.sh" ]; then
+    # shellcheck disable=SC1091
+    . "$rundir/setup.sh" || { echo "dvc-exec: the setup_script failed" >&2; finish 98; }
+  fi
+  if [ "$datamode" = pull ]; then
+    "${DVC[@]}" pull || { echo "dvc-exec: dvc pull failed" >&2; finish 98; }
+  else
+    # Outputs not produced yet have nothing to check out; the warnings about them are noise.
+    "${DVC[@]}" checkout -q --allow-missing 2>"$rundir/checkout.log" || cat "$rundir/checkout.log" >&2
+  fi
+  [ "$interrupted" = 1 ] && finish 130
+  "${DVC[@]}" "${args[@]}"
+  rc=$?
+  [ "$interrupted" = 1 ] && [ "$rc" = 0 ] && rc=130
+  if [ "$rc" = 0 ] && [ "$mode" = repro ]; then
+    # Record the work tree as a commit on top of the snapshot, for the client to fetch.
+    (
+      cd "$rundir/wt" &&
+      export GIT_INDEX_FILE="$rundir/result.index" GIT_AUTHOR_NAME=dvc-exec GIT_AUTHOR_EMAIL=dvc-exec@localhost \
+        GIT_COMMITTER_NAME=dvc-exec GIT_COMMITTER_EMAIL=dvc-exec@localhost &&
+      git read-tree "$snap" && git add -A && tree=$(git write-tree) &&
+      commit=$(git commit-tree "$tree" -p "$snap" -m "dvc-exec: repro result") &&
+      git update-ref refs/dvc-exec/result "$commit"
+    ) || { echo "dvc-exec: cannot record the results" >&2; rc=99; }
+  fi
+  finish "$rc"
+}
+
+cmd_follow() {
+  # follow WORKDIR RUN OFFSET: the log from byte OFFSET on, live, until the run ends; then the
+  # exit code and the experiment's name on stderr.
+  local workdir run offset rundir
+  workdir=$(expand_workdir "$1"); run=$2; offset=$3
+  rundir="$workdir/runs/$run"
+  [ -d "$rundir" ] || die "no run $run on this host (in $workdir/runs)"
+  local pid
+  pid=$(cat "$rundir/pid" 2>/dev/null)
+  if [ ! -e "$rundir/exit" ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    tail -c "+$((offset + 1))" -s 0.1 -f --pid="$pid" "$rundir/log"
+  else
+    tail -c "+$((offset + 1))" "$rundir/log"
+  fi
+  local waited=0
+  while [ ! -e "$rundir/exit" ] && [ "$waited" -lt 40 ]; do sleep 0.05; waited=$((waited + 1)); done
+  report "$rundir"
+}
+
+report() {
+  local rundir=$1 code name=""
+  if [ -e "$rundir/exit" ]; then code=$(cat "$rundir/exit"); else code=lost; fi
+  local info
+  while IFS= read -r -d '' info; do
+    name=$(sed -n 's/.*"name": *"\([^"]*\)".*/\1/p' "$info")
+  done < <(find "$rundir/wt" -maxdepth 10 -path '*/.dvc/tmp/exps/run/*/*.run' -print0 2>/dev/null)
+  printf 'DVC-EXEC-EXIT %s\n' "$code" >&2
+  printf 'DVC-EXEC-NAME %s\n' "$name" >&2
+}
+
+cmd_status() {
+  # status WORKDIR RUN
+  local workdir run rundir
+  workdir=$(expand_workdir "$1"); run=$2
+  rundir="$workdir/runs/$run"
+  [ -d "$rundir" ] || die "no run $run on this host (in $workdir/runs)"
+  local pid state
+  pid=$(cat "$rundir/pid" 2>/dev/null)
+  if [ -e "$rundir/exit" ]; then state=finished
+  elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then state=running
+  else state=lost; fi
+  printf 'state=%s\n' "$state"
+  printf 'log_size=%s\n' "$(stat -c %s "$rundir/log" 2>/dev/null || echo 0)"
+  report "$rundir" 2>&1
+}
+
+cmd_cancel() {
+  # cancel WORKDIR RUN GRACE_SECONDS: SIGINT to the run's process group, SIGKILL after the grace.
+  local workdir run grace rundir pid
+  workdir=$(expand_workdir "$1"); run=$2; grace=$3
+  rundir="$workdir/runs/$run"
+  pid=$(cat "$rundir/pid" 2>/dev/null) || { echo "state=gone"; return 0; }
+  if ! kill -0 "$pid" 2>/dev/null; then echo "state=gone"; return 0; fi
+  kill -INT -- "-$pid" 2>/dev/null
+  local waited=0
+  while kill -0 -- "-$pid" 2>/dev/null && [ "$waited" -lt $((grace * 10)) ]; do
+    sleep 0.1; waited=$((waited + 1))
+  done
+  if kill -0 -- "-$pid" 2>/dev/null; then
+    kill -KILL -- "-$pid" 2>/dev/null
+    sleep 0.2
+    echo "state=killed"
+  else
+    echo "state=stopped"
+  fi
+  [ -e "$rundir/exit" ] || { printf '130\n' > "$rundir/exit"; }
+}
+
+cmd_cleanup() {
+  # cleanup WORKDIR RUN: remove the run's directory.
+  local workdir run
+  workdir=$(expand_workdir "$1"); run=$2
+  case "$run" in ""|*/*|.*) die "bad run id" ;; esac
+  rm -rf "${workdir:?}/runs/$run"
+}
+
+sub=${1:-}; shift || true
+case "$sub" in
+  prepare) cmd_prepare "$@" ;;
+  start) cmd_start "$@" ;;
+  follow) cmd_follow "$@" ;;
+  status) cmd_status "$@" ;;
+  cancel) cmd_cancel "$@" ;;
+  cleanup) cmd_cleanup "$@" ;;
+  *) die "unknown subcommand '$sub'" ;;
+esac

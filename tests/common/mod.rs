@@ -1,0 +1,392 @@
+//! Test support: a throwaway git+DVC project, a throwaway sshd on loopback, and the dvc-exec
+//! binary run as a user would, in an isolated environment.
+//!
+//! Prerequisites (git, rsync, sshd, a venv with DVC) are checked loudly: a missing one fails the
+//! test with the command that installs it. `scripts/test` installs them all.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The venv with DVC and moto that scripts/test creates.
+pub fn venv() -> PathBuf {
+    if let Ok(v) = std::env::var("DVC_EXEC_TEST_VENV") {
+        return PathBuf::from(v);
+    }
+    let home = std::env::var("HOME").expect("HOME is set");
+    PathBuf::from(home).join(".cache/dvc-exec/test-venv")
+}
+
+const INSTALL: &str = "run scripts/test, which installs everything the tests need \
+(or by hand: apt-get install -y openssh-server rsync git && python3 -m venv ~/.cache/dvc-exec/test-venv \
+&& ~/.cache/dvc-exec/test-venv/bin/pip install dvc 'moto[server]')";
+
+/// Fail loudly unless every prerequisite is there.
+pub fn require_prerequisites() {
+    let dvc = venv().join("bin/dvc");
+    assert!(
+        dvc.exists(),
+        "DVC is missing at {}: {INSTALL}",
+        dvc.display()
+    );
+    for tool in ["git", "rsync", "ssh", "ssh-keygen"] {
+        let ok = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "`{tool}` is missing: {INSTALL}");
+    }
+    assert!(
+        Path::new(&sshd_path()).exists(),
+        "sshd is missing: {INSTALL}"
+    );
+}
+
+fn sshd_path() -> String {
+    std::env::var("DVC_EXEC_TEST_SSHD").unwrap_or_else(|_| "/usr/sbin/sshd".into())
+}
+
+/// An isolated environment: its own global/system DVC config dirs, data dir and PATH.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        require_prerequisites();
+        let dir = tempfile::Builder::new()
+            .prefix("dvc-exec-test")
+            .tempdir()
+            .unwrap();
+        for d in ["global", "system", "data"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn global_dir(&self) -> PathBuf {
+        self.path().join("global")
+    }
+
+    pub fn system_dir(&self) -> PathBuf {
+        self.path().join("system")
+    }
+
+    /// PATH with the test venv first.
+    pub fn path_var(&self) -> String {
+        format!(
+            "{}:{}",
+            venv().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    fn apply(&self, c: &mut Command) {
+        c.env("PATH", self.path_var())
+            .env("DVC_GLOBAL_CONFIG_DIR", self.global_dir())
+            .env("DVC_SYSTEM_CONFIG_DIR", self.system_dir())
+            .env("XDG_DATA_HOME", self.path().join("data"))
+            .env("DVC_NO_ANALYTICS", "1")
+            .env("DVC_EXEC_RECONNECT_SECONDS", "60")
+            .env("GIT_AUTHOR_NAME", "Test User")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "Test User")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .env_remove("DVC_EXEC_LOG");
+    }
+
+    /// The dvc-exec binary, to run in `cwd`.
+    pub fn dvc_exec(&self, cwd: &Path) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dvc-exec"));
+        c.current_dir(cwd).stdin(Stdio::null());
+        self.apply(&mut c);
+        c
+    }
+
+    /// Any other program, in the same environment.
+    pub fn cmd(&self, program: &str, cwd: &Path) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(cwd).stdin(Stdio::null());
+        self.apply(&mut c);
+        c
+    }
+
+    /// Run a program and require success; returns stdout.
+    pub fn ok(&self, program: &str, args: &[&str], cwd: &Path) -> String {
+        let out = self.cmd(program, cwd).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed in {}:\nstdout: {}\nstderr: {}",
+            cwd.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Output helpers.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A throwaway git+DVC project with a small pipeline: DVC-tracked data, params, a metric and
+/// an output.
+pub struct Project {
+    pub root: PathBuf,
+}
+
+pub const TRAIN_PY: &str = r#"import json, os, sys, time
+import yaml
+p = yaml.safe_load(open("params.yaml"))
+rows = open("data/raw.txt").read().split()
+time.sleep(float(p.get("sleep", 0)))
+if p.get("fail"):
+    print("training failed on purpose", flush=True)
+    sys.exit(3)
+os.makedirs("out", exist_ok=True)
+with open("out/model.txt", "w") as f:
+    f.write(f"model lr={p['lr']} rows={len(rows)}\n")
+with open("metrics.json", "w") as f:
+    json.dump({"acc": round(p["lr"] * len(rows), 3)}, f)
+print("trained with lr", p["lr"], flush=True)
+"#;
+
+impl Project {
+    /// Create it in `env`'s temp dir, under `name`.
+    pub fn new(env: &TestEnv, name: &str) -> Self {
+        let root = env.path().join(name);
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        env.ok("git", &["init", "-q", "-b", "main"], &root);
+        env.ok("dvc", &["init", "-q"], &root);
+        let raw: String = (1..=50).map(|i| format!("{i}\n")).collect();
+        std::fs::write(root.join("data/raw.txt"), raw).unwrap();
+        env.ok("dvc", &["add", "-q", "data/raw.txt"], &root);
+        std::fs::write(root.join("params.yaml"), "lr: 0.1\nsleep: 0\nfail: false\n").unwrap();
+        std::fs::write(root.join("train.py"), TRAIN_PY).unwrap();
+        std::fs::write(
+            root.join("dvc.yaml"),
+            "stages:\n  train:\n    cmd: python train.py\n    deps: [train.py, data/raw.txt]\n    params: [lr, sleep, fail]\n    outs: [out]\n    metrics:\n    - metrics.json:\n        cache: false\n",
+        )
+        .unwrap();
+        env.ok("git", &["add", "-A"], &root);
+        env.ok("git", &["commit", "-q", "-m", "initial pipeline"], &root);
+        Self { root }
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root.join(rel)).unwrap_or_default()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.root.join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// `dvc exp show --json`, parsed.
+    pub fn exp_show(&self, env: &TestEnv) -> serde_json::Value {
+        let out = env.ok("dvc", &["exp", "show", "--json"], &self.root);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("dvc exp show --json: {e}: {out}"))
+    }
+
+    /// Names of the experiments `dvc exp show --json` lists, with their params and metrics.
+    pub fn experiments(
+        &self,
+        env: &TestEnv,
+    ) -> Vec<(String, serde_json::Value, serde_json::Value)> {
+        let v = self.exp_show(env);
+        let mut out = Vec::new();
+        for baseline in v.as_array().into_iter().flatten() {
+            for exp in baseline["experiments"].as_array().into_iter().flatten() {
+                let name = exp["name"].as_str().unwrap_or_default().to_string();
+                for rev in exp["revs"].as_array().into_iter().flatten() {
+                    let data = &rev["data"];
+                    out.push((
+                        name.clone(),
+                        data["params"]["params.yaml"]["data"].clone(),
+                        data["metrics"]["metrics.json"]["data"].clone(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A throwaway sshd on a free loopback port, with a key pair and a pinned host key.
+pub struct Sshd {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    config: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "ssh-keygen failed");
+}
+
+impl Sshd {
+    pub fn start(env: &TestEnv, name: &str) -> Self {
+        let dir = env.path().join(format!("sshd-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let host_key = dir.join("host_key");
+        let key = dir.join("id_ed25519");
+        keygen(&host_key);
+        keygen(&key);
+        std::fs::copy(dir.join("id_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        let mut parts = host_pub.split_whitespace();
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!(
+                "[127.0.0.1]:{port} {} {}\n",
+                parts.next().unwrap(),
+                parts.next().unwrap()
+            ),
+        )
+        .unwrap();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nMaxSessions 50\nMaxStartups 50\n\
+                 LogLevel VERBOSE\nAcceptEnv LANG LC_*\nSubsystem sftp internal-sftp\n",
+                host_key.display(),
+                dir.join("sshd.pid").display(),
+                dir.join("authorized_keys").display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/sshd").ok();
+        let log = dir.join("sshd.log");
+        let mut s = Self {
+            dir,
+            port,
+            key,
+            known_hosts,
+            log,
+            child: None,
+            config,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(sshd_path())
+            .args(["-D", "-e", "-f"])
+            .arg(&self.config)
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cannot start sshd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop the daemon (existing sessions keep running, as with a real sshd restart).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// How many logins sshd accepted so far.
+    pub fn logins(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    }
+
+    /// Settings for `dvc-exec executor add NAME ssh ...`.
+    pub fn executor_settings(&self, workdir: &Path, setup_script: &Path) -> Vec<String> {
+        vec![
+            "host=127.0.0.1".into(),
+            format!("port={}", self.port),
+            "user=root".into(),
+            format!("keyfile={}", self.key.display()),
+            format!("known_hosts={}", self.known_hosts.display()),
+            format!("workdir={}", workdir.display()),
+            format!("setup_script={}", setup_script.display()),
+        ]
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A setup_script that puts the test venv (DVC, PyYAML) on the remote PATH.
+pub fn venv_setup_script(env: &TestEnv) -> PathBuf {
+    let p = env.path().join("setup-venv.sh");
+    std::fs::write(&p, format!(". {}/bin/activate\n", venv().display())).unwrap();
+    p
+}
+
+/// Wait until `cond` holds, or panic with `what` after `secs`.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
