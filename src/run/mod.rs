@@ -800,7 +800,9 @@ fn apply(repo: &Repo, record: &RunRecord, result: &str, ui: &Ui) -> Result<bool>
     for path in &by_run {
         if repo.show_file(result, path)?.is_some() {
             present.push(path.clone());
-        } else {
+        } else if repo.show_file(&record.base, path)?.is_some() {
+            // The run deleted a file that HEAD tracks. (Untracked files are never part of a
+            // DVC experiment commit: their absence there is no deletion.)
             let p = repo.top.join(path);
             if p.exists() {
                 std::fs::remove_file(&p)

@@ -52,7 +52,9 @@ impl Transport {
     pub async fn connect(address: &Address) -> Result<Self> {
         match address {
             Address::Local => Ok(Transport::Local),
-            Address::Ssh(target) => Ok(Transport::Ssh(Box::new(ssh::Session::connect(target).await?))),
+            Address::Ssh(target) => Ok(Transport::Ssh(Box::new(
+                ssh::Session::connect(target).await?,
+            ))),
         }
     }
 
