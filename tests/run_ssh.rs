@@ -101,11 +101,11 @@ fn assert_experiment(s: &Setup, lr: f64, acc: f64) {
 fn processes_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
-            if cwd.starts_with(dir) {
-                let cmd = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
-                out.push(cmd.replace('\0', " "));
-            }
+        if let Ok(cwd) = std::fs::read_link(e.path().join("cwd"))
+            && cwd.starts_with(dir)
+        {
+            let cmd = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
+            out.push(cmd.replace('\0', " "));
         }
     }
     out
