@@ -549,3 +549,18 @@ mod tests {
         assert!(e.contains("did you mean \"pull\""), "{e}");
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    #[test]
+    fn every_key_is_in_the_configuration_doc() {
+        let doc = include_str!("../../docs/configuration.md");
+        for k in super::KEYS {
+            assert!(
+                doc.contains(&format!("| `{}` |", k.name)),
+                "docs/configuration.md lacks `{}`",
+                k.name
+            );
+        }
+    }
+}
