@@ -121,15 +121,46 @@ pub fn local_dvc() -> String {
     std::env::var("DVC_EXEC_LOCAL_DVC").unwrap_or_else(|_| "dvc".into())
 }
 
+/// The local DVC's version; remembered per executable and modification time, since starting
+/// DVC takes about half a second.
 fn local_dvc_version() -> Option<String> {
-    let out = std::process::Command::new(local_dvc())
+    let cmd = local_dvc();
+    let exe = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(&cmd))
+            .find(|p| p.is_file())
+    });
+    let key = exe.as_ref().and_then(|p| {
+        let m = std::fs::metadata(p).ok()?.modified().ok()?;
+        let secs = m.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        Some(format!("{}|{secs}", p.display()))
+    });
+    let cache = state::runs_dir()
+        .ok()
+        .map(|d| d.with_file_name("dvc-version.json"));
+    if let (Some(key), Some(cache)) = (&key, &cache)
+        && let Ok(text) = std::fs::read_to_string(cache)
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        && v["key"] == json!(key)
+    {
+        return v["version"].as_str().map(String::from);
+    }
+    let out = std::process::Command::new(&cmd)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
         .ok()?;
-    out.status
+    let version = out
+        .status
         .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())?;
+    if let (Some(key), Some(cache)) = (key, cache) {
+        if let Some(dir) = cache.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(cache, json!({"key": key, "version": version}).to_string());
+    }
+    Some(version)
 }
 
 fn major(v: &str) -> Option<&str> {
@@ -160,6 +191,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
 
     let run_id = state::new_run_id();
     let workdir_setting = exec.workdir.clone().unwrap_or_else(|| "~/.dvc-exec".into());
+    let setup = setup_script_text(exec)?;
     let prep = transport
         .helper_ok(
             "checking the executor",
@@ -168,6 +200,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
                 workdir_setting,
                 project.clone(),
                 exec.dvc.clone(),
+                setup.clone(),
             ],
         )
         .await?;
@@ -194,7 +227,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
 
     // Ctrl-C before the run has started: nothing remote to stop, only the run directory.
     let started = tokio::select! {
-        r = sync_and_start(&req, &ui, &repo, &snapshot, &transport, &workdir, &project, &run_id) => r,
+        r = sync_and_start(&req, &ui, &repo, &snapshot, &transport, &workdir, &project, &run_id, setup) => r,
         _ = tokio::signal::ctrl_c() => {
             let _ = transport.helper(&["cleanup".into(), workdir.clone(), run_id.clone()]).await;
             transport.close().await;
@@ -241,6 +274,21 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
     outcome
 }
 
+/// The executor's setup_script, read now: it is sent along with the run.
+fn setup_script_text(exec: &Executor) -> Result<String> {
+    match &exec.setup_script {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| {
+            Error::usage(format!("cannot read the setup_script {}", p.display()))
+                .source(e)
+                .hint(format!(
+                    "fix the path: dvc-exec executor modify {} setup_script PATH",
+                    exec.name
+                ))
+        }),
+        None => Ok(String::new()),
+    }
+}
+
 fn check_prerequisites(exec: &Executor, transport: &Transport, prep: &Reply) -> Result<()> {
     let host = transport.describe();
     let missing = prep.get("missing").unwrap_or_default().trim().to_string();
@@ -260,7 +308,7 @@ fn check_prerequisites(exec: &Executor, transport: &Transport, prep: &Reply) -> 
     if !missing.is_empty() {
         return Err(Error::usage(format!("{host} lacks what a run needs: {missing}")).hint(fix));
     }
-    if remote_dvc.is_empty() && exec.setup_script.is_none() {
+    if remote_dvc.is_empty() {
         return Err(Error::usage(format!(
             "DVC is not installed on {host} (the command `{}` was not found)",
             exec.dvc
@@ -295,6 +343,7 @@ async fn sync_and_start(
     workdir: &str,
     project: &str,
     run_id: &str,
+    setup: String,
 ) -> Result<u64> {
     let exec = &req.executor;
     let local_cache = cache::local_cache_dir(&req.paths)?;
@@ -322,17 +371,6 @@ async fn sync_and_start(
     pushed?;
     let bytes_up = copied?;
 
-    let setup = match &exec.setup_script {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| {
-            Error::usage(format!("cannot read the setup_script {}", p.display()))
-                .source(e)
-                .hint(format!(
-                    "fix the path: dvc-exec executor modify {} setup_script PATH",
-                    exec.name
-                ))
-        })?,
-        None => String::new(),
-    };
     let mut args: Vec<String> = vec![
         "start".into(),
         workdir.into(),
@@ -737,16 +775,25 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
             .copy_files(false, &remote_cache, &local_cache, &paths)
             .await?;
     }
-    let _ = transport
-        .helper(&["cleanup".into(), record.workdir.clone(), record.id.clone()])
-        .await;
+    // The run's directory is removed on the executor while the results are applied here.
+    let mut cleanup =
+        transport.helper_command(&["cleanup".into(), record.workdir.clone(), record.id.clone()]);
+    let cleanup = cleanup
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 
     let applied = if record.apply {
         ui.phase("apply", "applying the results to the workspace");
-        apply(&repo, record, &result, ui)?
+        apply(&repo, record, &result, ui)
     } else {
-        false
+        Ok(false)
     };
+    if let Ok(mut c) = cleanup {
+        let _ = c.wait().await;
+    }
+    let applied = applied?;
     if record.mode != "exp" {
         let _ = repo.git(&["update-ref", "-d", &local_ref]);
     }

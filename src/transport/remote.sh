@@ -24,23 +24,56 @@ expand_workdir() {
 dvc_cmd() { read -r -a DVC <<<"$1"; }
 
 cmd_prepare() {
-  # prepare WORKDIR PROJECT DVCCMD
-  local workdir project
-  workdir=$(expand_workdir "$1"); project=$2; dvc_cmd "$3"
+  # prepare WORKDIR PROJECT DVCCMD SETUP_SCRIPT_TEXT
+  local workdir project setup
+  workdir=$(expand_workdir "$1"); project=$2; dvc_cmd "$3"; setup=$4
   local missing=()
   command -v git >/dev/null 2>&1 || missing+=(git)
   command -v rsync >/dev/null 2>&1 || missing+=(rsync)
   command -v setsid >/dev/null 2>&1 || missing+=(setsid)
-  local dvc_version=""
-  dvc_version=$("${DVC[@]}" --version 2>/dev/null | tail -n 1) || dvc_version=""
-  mkdir -p "$workdir/cache" "$workdir/projects/$project" "$workdir/runs" || die "cannot create $workdir"
+  mkdir -p "$workdir/cache" "$workdir/projects/$project" "$workdir/runs" "$workdir/state" || die "cannot create $workdir"
   if [ ! -d "$workdir/projects/$project/repo.git" ]; then
     git init -q --bare "$workdir/projects/$project/repo.git" >/dev/null 2>&1 || missing+=(git-init)
+  fi
+  # The DVC version, as the run will see it (after the setup script). Starting DVC costs about
+  # half a second, so the answer is kept, keyed by the executable and its modification time.
+  local dvc_version="" exe key
+  exe=$(
+    if [ -n "$setup" ]; then
+      printf '%s' "$setup" > "$workdir/state/setup.$$"
+      # shellcheck disable=SC1090
+      . "$workdir/state/setup.$$" >/dev/null 2>&1
+      rm -f "$workdir/state/setup.$$"
+    fi
+    p=$(command -v "${DVC[0]}" 2>/dev/null) && printf '%s|%s|%s' "$p" "$(stat -c %Y "$p" 2>/dev/null)" "$PATH"
+  )
+  if [ -n "$exe" ]; then
+    key=$(printf '%s|%s' "$exe" "${DVC[*]}" | cksum | cut -d' ' -f1)
+    if [ -s "$workdir/state/dvc-version.$key" ]; then
+      dvc_version=$(cat "$workdir/state/dvc-version.$key")
+    else
+      dvc_version=$(
+        if [ -n "$setup" ]; then
+          printf '%s' "$setup" > "$workdir/state/setup.$$"
+          # shellcheck disable=SC1090
+          . "$workdir/state/setup.$$" >/dev/null 2>&1
+          rm -f "$workdir/state/setup.$$"
+        fi
+        "${DVC[@]}" --version 2>/dev/null | tail -n 1
+      )
+      [ -n "$dvc_version" ] && printf '%s' "$dvc_version" > "$workdir/state/dvc-version.$key"
+    fi
   fi
   printf 'workdir=%s\n' "$workdir"
   printf 'dvc_version=%s\n' "$dvc_version"
   printf 'missing=%s\n' "${missing[*]:-}"
   printf 'free_kb=%s\n' "$(df -Pk "$workdir" 2>/dev/null | awk 'NR==2 {print $4}')"
+}
+
+# Whether any process of group $1 is alive (zombies do not count: an orphan may wait a while
+# for init to reap it).
+group_alive() {
+  ps -e -o pgid=,stat= 2>/dev/null | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
 }
 
 cmd_start() {
@@ -105,8 +138,10 @@ job() {
   fi
   if [ "$datamode" = pull ]; then
     "${DVC[@]}" pull || { echo "dvc-exec: dvc pull failed" >&2; finish 98; }
-  else
-    # Outputs not produced yet have nothing to check out; the warnings about them are noise.
+  fi
+  if [ "$datamode" != pull ] && [ "$mode" = repro ]; then
+    # dvc exp run checks out its inputs itself; dvc repro does not. Outputs not produced yet
+    # have nothing to check out, and the warnings about them are noise.
     "${DVC[@]}" checkout -q --allow-missing 2>"$rundir/checkout.log" || cat "$rundir/checkout.log" >&2
   fi
   [ "$interrupted" = 1 ] && finish 130
@@ -130,19 +165,26 @@ job() {
 cmd_follow() {
   # follow WORKDIR RUN OFFSET: the log from byte OFFSET on, live, until the run ends; then the
   # exit code and the experiment's name on stderr.
-  local workdir run offset rundir
-  workdir=$(expand_workdir "$1"); run=$2; offset=$3
+  local workdir run pos rundir
+  workdir=$(expand_workdir "$1"); run=$2; pos=$3
   rundir="$workdir/runs/$run"
   [ -d "$rundir" ] || die "no run $run on this host (in $workdir/runs)"
-  local pid
+  local pid size done=0 ticks=0
   pid=$(cat "$rundir/pid" 2>/dev/null)
-  if [ ! -e "$rundir/exit" ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    tail -c "+$((offset + 1))" -s 0.1 -f --pid="$pid" "$rundir/log"
-  else
-    tail -c "+$((offset + 1))" "$rundir/log"
-  fi
-  local waited=0
-  while [ ! -e "$rundir/exit" ] && [ "$waited" -lt 40 ]; do sleep 0.05; waited=$((waited + 1)); done
+  while :; do
+    [ -e "$rundir/exit" ] && done=1
+    size=$(stat -c %s "$rundir/log" 2>/dev/null || echo 0)
+    if [ "$size" -gt "$pos" ]; then
+      tail -c "+$((pos + 1))" "$rundir/log" | head -c "$((size - pos))"
+      pos=$size
+    fi
+    [ "$done" = 1 ] && break
+    ticks=$((ticks + 1))
+    if [ $((ticks % 20)) = 0 ] && ! group_alive "$pid" && [ ! -e "$rundir/exit" ]; then
+      break
+    fi
+    sleep 0.05
+  done
   report "$rundir"
 }
 
@@ -166,7 +208,7 @@ cmd_status() {
   local pid state
   pid=$(cat "$rundir/pid" 2>/dev/null)
   if [ -e "$rundir/exit" ]; then state=finished
-  elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then state=running
+  elif [ -n "$pid" ] && group_alive "$pid"; then state=running
   else state=lost; fi
   printf 'state=%s\n' "$state"
   printf 'log_size=%s\n' "$(stat -c %s "$rundir/log" 2>/dev/null || echo 0)"
@@ -179,13 +221,13 @@ cmd_cancel() {
   workdir=$(expand_workdir "$1"); run=$2; grace=$3
   rundir="$workdir/runs/$run"
   pid=$(cat "$rundir/pid" 2>/dev/null) || { echo "state=gone"; return 0; }
-  if ! kill -0 "$pid" 2>/dev/null; then echo "state=gone"; return 0; fi
+  if ! group_alive "$pid"; then echo "state=gone"; return 0; fi
   kill -INT -- "-$pid" 2>/dev/null
   local waited=0
-  while kill -0 -- "-$pid" 2>/dev/null && [ "$waited" -lt $((grace * 10)) ]; do
+  while group_alive "$pid" && [ "$waited" -lt $((grace * 10)) ]; do
     sleep 0.1; waited=$((waited + 1))
   done
-  if kill -0 -- "-$pid" 2>/dev/null; then
+  if group_alive "$pid"; then
     kill -KILL -- "-$pid" 2>/dev/null
     sleep 0.2
     echo "state=killed"
