@@ -238,6 +238,7 @@ fn report_outcome(o: &run::Outcome, ui: Ui) {
             "exit_code": 0,
             "bytes_up": o.bytes_up,
             "bytes_down": o.bytes_down,
+            "sync_seconds": o.sync_seconds,
         }),
         &human,
     );

@@ -83,6 +83,8 @@ pub struct Outcome {
     pub bytes_up: u64,
     /// Bytes of cache objects received.
     pub bytes_down: u64,
+    /// Seconds spent sending commits and cache objects.
+    pub sync_seconds: f64,
 }
 
 /// The project's id on executors: the directory name and the repository's first commit.
@@ -234,7 +236,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
             return Err(Error::interrupted("interrupted before the run started; nothing was left on the executor"));
         }
     };
-    let bytes_up = match started {
+    let (bytes_up, sync_seconds) = match started {
         Ok(b) => b,
         Err(e) => {
             let _ = transport
@@ -263,12 +265,14 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
             applied: false,
             bytes_up,
             bytes_down: 0,
+            sync_seconds,
         });
     }
 
     let mut outcome = follow_and_collect(&mut transport, &machine, &mut record, &ui).await;
     if let Ok(o) = &mut outcome {
         o.bytes_up = bytes_up;
+        o.sync_seconds = sync_seconds;
     }
     transport.close().await;
     outcome
@@ -344,7 +348,7 @@ async fn sync_and_start(
     project: &str,
     run_id: &str,
     setup: String,
-) -> Result<u64> {
+) -> Result<(u64, f64)> {
     let exec = &req.executor;
     let local_cache = cache::local_cache_dir(&req.paths)?;
     let remote_cache = match transport {
@@ -367,7 +371,9 @@ async fn sync_and_start(
             .copy_files(true, &local_cache, &remote_cache, &paths)
             .await
     };
+    let sync_started = Instant::now();
     let (pushed, copied) = tokio::join!(push, copy);
+    let sync_seconds = sync_started.elapsed().as_secs_f64();
     pushed?;
     let bytes_up = copied?;
 
@@ -399,7 +405,7 @@ async fn sync_and_start(
         &format!("starting `dvc {}` on {}", req.dvc_args.join(" "), exec.name),
     );
     transport.helper_ok("starting the run", &args).await?;
-    Ok(bytes_up)
+    Ok((bytes_up, sync_seconds))
 }
 
 async fn push_commits(
@@ -763,14 +769,22 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
     // The cache objects the result references, then the files of its directories.
     let mut bytes_down = 0;
     if !matches!(transport, Transport::Local) {
+        // Only what this machine lacks is asked for.
+        let missing = |hashes: &BTreeSet<String>| -> Vec<String> {
+            hashes
+                .iter()
+                .map(|h| cache::object_path(h))
+                .filter(|p| !local_cache.join(p).exists())
+                .collect()
+        };
         let files = repo.dvc_files(&result)?;
         let hashes = cache::hashes_in(&files);
-        let paths: Vec<String> = hashes.iter().map(|h| cache::object_path(h)).collect();
+        let paths = missing(&hashes);
         bytes_down += transport
             .copy_files(false, &remote_cache, &local_cache, &paths)
             .await?;
         let entries = cache::dir_entries(&local_cache, &hashes);
-        let paths: Vec<String> = entries.iter().map(|h| cache::object_path(h)).collect();
+        let paths = missing(&entries);
         bytes_down += transport
             .copy_files(false, &remote_cache, &local_cache, &paths)
             .await?;
@@ -808,6 +822,7 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
         applied,
         bytes_up: 0,
         bytes_down,
+        sync_seconds: 0.0,
     })
 }
 

@@ -102,7 +102,9 @@ cmd_start() {
   } > "$rundir/prepare.log" 2>&1 || { cat "$rundir/prepare.log" >&2; die "cannot set up the work tree in $rundir/wt"; }
   if [ -n "$cachedir" ]; then
     mkdir -p "$cachedir"
-    printf '[cache]\n    dir = %s\n' "$cachedir" >> "$rundir/wt/${subdir:+$subdir/}.dvc/config.local"
+    # Links, not copies, into the run's fresh work tree: a run starts in time independent of
+    # the size of its data (DVC protects linked files from being changed in place).
+    printf '[cache]\n    dir = %s\n    type = reflink,hardlink,copy\n' "$cachedir" >> "$rundir/wt/${subdir:+$subdir/}.dvc/config.local"
   fi
   # The job runs in a session of its own: it survives the connection, and its process group
   # is what cancel signals.
