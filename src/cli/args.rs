@@ -42,8 +42,21 @@ pub enum Command {
     Attach(RunIdArgs),
     /// Fetch the results of a finished run into the project.
     Collect(CollectArgs),
+    /// Remove cloud machines, key pairs and security groups that dvc-exec created and no run uses.
+    Gc(GcArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+}
+
+/// Options of `gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only this executor (default: every cloud executor).
+    #[arg(short, long, value_name = "NAME")]
+    pub executor: Option<String>,
 }
 
 /// `exp ...`

@@ -102,6 +102,7 @@ fn dispatch(cli: Cli, ui: Ui) -> Result<()> {
             report_outcome(&outcome, ui);
             Ok(())
         }
+        Command::Gc(a) => gc(a, ui),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
             clap_complete::generate(a.shell, &mut cmd, "dvc-exec", &mut std::io::stdout());
@@ -242,4 +243,60 @@ fn report_outcome(o: &run::Outcome, ui: Ui) {
         }),
         &human,
     );
+}
+
+fn gc(a: args::GcArgs, ui: Ui) -> Result<()> {
+    let paths = Paths::discover(&cwd()?);
+    let config = Config::load(paths.clone())?;
+    let names: Vec<String> = match &a.executor {
+        Some(n) => {
+            config.executor(n)?;
+            vec![n.clone()]
+        }
+        None => config.executors.keys().cloned().collect(),
+    };
+    // Machines with a run that has not been collected are busy.
+    let busy: Vec<String> = run::state::RunRecord::all()?
+        .into_iter()
+        .filter(|r| r.state == "running" || r.state == "finished" || r.state == "starting")
+        .map(|r| r.machine)
+        .collect();
+    let root = paths
+        .repo_root()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let ctx = crate::provider::Context {
+        project: String::new(),
+        owner: crate::provider::cloud::owner(),
+        root,
+    };
+    let rt = runtime()?;
+    let mut all = Vec::new();
+    for name in names {
+        let exec = config.executor(&name)?;
+        if !exec.kind.is_cloud() {
+            continue;
+        }
+        let provider = crate::provider::for_executor(&exec, &ctx)?;
+        let removed = rt.block_on(provider.gc(a.dry_run, &busy, &ui))?;
+        for r in &removed {
+            if !ui.json {
+                println!(
+                    "{}{name}: {r}",
+                    if a.dry_run {
+                        "would remove "
+                    } else {
+                        "removed "
+                    }
+                );
+            }
+        }
+        all.extend(
+            removed
+                .into_iter()
+                .map(|r| json!({"executor": name, "resource": r})),
+        );
+    }
+    ui.result(json!({"dry_run": a.dry_run, "removed": all}), "");
+    Ok(())
 }

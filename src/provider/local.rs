@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use super::{Address, Machine, MachineState, Provider};
 use crate::config::Executor;
 use crate::error::Result;
+use crate::output::Ui;
 
 /// Provider for `type = local`.
 pub struct LocalProvider {
@@ -23,6 +24,7 @@ impl LocalProvider {
             executor: self.executor.name.clone(),
             address: Address::Local,
             owned: false,
+            keep: true,
         }
     }
 }
@@ -37,7 +39,7 @@ impl Provider for LocalProvider {
         Ok(vec![self.machine()])
     }
 
-    async fn acquire(&self) -> Result<Machine> {
+    async fn acquire(&self, _run_id: &str, _ui: &Ui) -> Result<Machine> {
         Ok(self.machine())
     }
 

@@ -4,6 +4,9 @@
 //! gives for it: something a run can reach, either this computer or an SSH host. One module per
 //! backend implements [`Provider`]; the run orchestration never knows which one it talks to.
 
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod cloud;
 pub mod local;
 pub mod ssh;
 
@@ -12,6 +15,7 @@ use async_trait::async_trait;
 use crate::config::executor::SshTarget;
 use crate::config::{Executor, ExecutorType};
 use crate::error::{Error, Result};
+use crate::output::Ui;
 
 /// How a run reaches a machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +50,19 @@ pub struct Machine {
     pub address: Address,
     /// Whether dvc-exec created it (and so may destroy it).
     pub owned: bool,
+    /// Whether it is kept between runs (a hot machine).
+    pub keep: bool,
+}
+
+/// What a provider needs to know about the project it serves.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The project's id (tags, remote paths).
+    pub project: String,
+    /// Who runs dvc-exec (`user@host`).
+    pub owner: String,
+    /// The project's root, for relative paths in the config.
+    pub root: std::path::PathBuf,
 }
 
 /// The contract every backend keeps.
@@ -80,25 +97,50 @@ pub trait Provider: Send + Sync {
     /// Every machine of this executor that exists now, found from the provider's own records.
     async fn list(&self) -> Result<Vec<Machine>>;
 
-    /// A machine ready for a run: reused, resumed or created, in that order of preference.
-    async fn acquire(&self) -> Result<Machine>;
+    /// A machine ready for run `run_id`: reused, resumed or created, in that order of
+    /// preference. What it creates carries the run id, so [`Provider::abort`] can find it.
+    async fn acquire(&self, run_id: &str, ui: &Ui) -> Result<Machine>;
 
     /// The machine's current state (for detecting preemption during a run).
     async fn state(&self, machine: &Machine) -> Result<MachineState>;
 
     /// Give the machine back after a run: destroy it if it is ephemeral, keep it otherwise.
     async fn release(&self, machine: &Machine) -> Result<()>;
+
+    /// Remove whatever [`Provider::acquire`] created for `run_id` (after Ctrl-C or a failure
+    /// part-way through a launch). Idempotent.
+    async fn abort(&self, _run_id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// The exact command that removes the machine without dvc-exec, for messages.
+    fn cleanup_command(&self, _machine: &Machine) -> Option<String> {
+        None
+    }
+
+    /// Remove (or with `dry_run` only list) what this executor created and no run uses;
+    /// `busy` names machines with live runs.
+    async fn gc(&self, _dry_run: bool, _busy: &[String], _ui: &Ui) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// The provider for an executor.
-pub fn for_executor(executor: &Executor) -> Result<Box<dyn Provider>> {
+pub fn for_executor(executor: &Executor, ctx: &Context) -> Result<Box<dyn Provider>> {
+    let _ = ctx;
     match executor.kind {
         ExecutorType::Local => Ok(Box::new(local::LocalProvider::new(executor.clone()))),
         ExecutorType::Ssh => Ok(Box::new(ssh::SshProvider::new(executor.clone()))),
-        kind @ (ExecutorType::Aws | ExecutorType::Gcp | ExecutorType::Azure) => Err(Error::usage(format!(
-            "executor {:?} is of type {kind}, and this version of dvc-exec cannot allocate {kind} machines yet",
+        #[cfg(feature = "aws")]
+        ExecutorType::Aws => Ok(Box::new(aws::AwsProvider::new(executor.clone(), ctx.clone()))),
+        kind => Err(Error::usage(format!(
+            "executor {:?} is of type {kind}, and this build of dvc-exec cannot allocate {kind} machines",
             executor.name
         ))
-        .hint("use an ssh executor pointed at a machine you started (dvc-exec executor add NAME ssh host=HOST), or the local executor")),
+        .hint(if kind == ExecutorType::Aws {
+            "install a build with the aws feature (the default), or use an ssh executor pointed at a machine you started"
+        } else {
+            "use an ssh executor pointed at a machine you started (dvc-exec executor add NAME ssh host=HOST), or aws"
+        })),
     }
 }

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use super::{Address, Machine, MachineState, Provider};
 use crate::config::Executor;
 use crate::error::{Error, Result};
+use crate::output::Ui;
 
 /// Provider for `type = ssh`.
 pub struct SshProvider {
@@ -26,6 +27,7 @@ impl SshProvider {
             executor: self.executor.name.clone(),
             address: Address::Ssh(target),
             owned: false,
+            keep: true,
         })
     }
 }
@@ -40,7 +42,7 @@ impl Provider for SshProvider {
         Ok(vec![self.machine()?])
     }
 
-    async fn acquire(&self) -> Result<Machine> {
+    async fn acquire(&self, _run_id: &str, _ui: &Ui) -> Result<Machine> {
         self.machine()
     }
 

@@ -125,7 +125,7 @@ pub fn local_dvc() -> String {
 
 /// The local DVC's version; remembered per executable and modification time, since starting
 /// DVC takes about half a second.
-fn local_dvc_version() -> Option<String> {
+pub fn local_dvc_version() -> Option<String> {
     let cmd = local_dvc();
     let exe = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
@@ -169,7 +169,9 @@ fn major(v: &str) -> Option<&str> {
     v.trim().split('.').next().filter(|m| !m.is_empty())
 }
 
-/// Run an experiment (or repro) on the executor, as the user asked.
+/// Run an experiment (or repro) on the executor, as the user asked: get a machine, run there,
+/// bring the results back, and give the machine back (also on errors and Ctrl-C). A spot
+/// machine lost mid-run is replaced and the run starts again, when `spot_recovery` allows.
 pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
     let root = req
         .paths
@@ -182,16 +184,130 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
     let snapshot = repo.snapshot()?;
     let project = project_id(&repo, &root)?;
     let exec = &req.executor;
+    let ctx = provider::Context {
+        project: project.clone(),
+        owner: provider::cloud::owner(),
+        root: root.clone(),
+    };
+    let provider = provider::for_executor(exec, &ctx)?;
+    let recover = exec.cloud.as_ref().is_some_and(|c| {
+        c.spot
+            && exec
+                .raw
+                .keys
+                .get("spot_recovery")
+                .is_none_or(|s| crate::config::units::parse_bool(&s.value).unwrap_or(true))
+    });
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let run_id = state::new_run_id();
+        let machine = tokio::select! {
+            m = provider.acquire(&run_id, &ui) => match m {
+                Ok(m) => m,
+                Err(e) => {
+                    if let Err(a) = provider.abort(&run_id).await {
+                        ui.warn(&format!("could not remove what was launched: {}", a.render()));
+                    }
+                    return Err(e);
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                ui.note("Ctrl-C: removing what was launched");
+                provider.abort(&run_id).await?;
+                return Err(Error::interrupted("interrupted while getting a machine; nothing was left running"));
+            }
+        };
+        let mut record = None;
+        let result = run_on(
+            &req,
+            &ui,
+            &repo,
+            &snapshot,
+            &project,
+            &run_id,
+            &*provider,
+            &machine,
+            &mut record,
+        )
+        .await;
+        let state = record
+            .as_ref()
+            .map(|r: &RunRecord| r.state.clone())
+            .unwrap_or_default();
+        match result {
+            Ok(o) if req.detach => return Ok(o),
+            Ok(o) => {
+                release(&*provider, &machine, &ui).await;
+                return Ok(o);
+            }
+            Err(e) if e.message().starts_with(PREEMPTED) && recover && attempt < 4 => {
+                ui.warn(&format!(
+                    "{}; starting the run again on a new machine",
+                    e.message()
+                ));
+                release(&*provider, &machine, &ui).await;
+                continue;
+            }
+            Err(e) => {
+                // Results still on the machine (the run goes on, or finished but did not come
+                // back): keep it, and say how to get them and how to remove it.
+                if (state == "running" || state == "finished") && machine.owned && !machine.keep {
+                    let id = record.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+                    let mut hint = format!(
+                        "the results are still on {}: dvc-exec collect {id}",
+                        machine.id
+                    );
+                    if let Some(cmd) = provider.cleanup_command(&machine) {
+                        hint.push_str(&format!("\nremove the machine afterwards: {cmd}"));
+                    }
+                    return Err(e.hint(hint));
+                }
+                release(&*provider, &machine, &ui).await;
+                return Err(e);
+            }
+        }
+    }
+}
 
-    let provider = provider::for_executor(exec)?;
-    let machine = provider.acquire().await?;
+/// The message prefix of a machine lost during a run.
+const PREEMPTED: &str = "the machine was lost";
+
+/// Release a machine; a failure is reported with the command that finishes the job.
+async fn release(provider: &dyn provider::Provider, machine: &Machine, ui: &Ui) {
+    if let Err(e) = provider.release(machine).await {
+        let cmd = provider
+            .cleanup_command(machine)
+            .map(|c| format!("; remove it with: {c}"))
+            .unwrap_or_default();
+        ui.warn(&format!(
+            "could not release {}: {}{cmd}",
+            machine.id,
+            e.render()
+        ));
+    }
+}
+
+/// Everything after a machine is there: connect, check, sync, start, follow, collect.
+#[allow(clippy::too_many_arguments)]
+async fn run_on(
+    req: &Request,
+    ui: &Ui,
+    repo: &Repo,
+    snapshot: &Snapshot,
+    project: &str,
+    run_id: &str,
+    provider: &dyn provider::Provider,
+    machine: &Machine,
+    record_out: &mut Option<RunRecord>,
+) -> Result<Outcome> {
+    let exec = &req.executor;
+    let root = req.paths.repo_root().expect("checked").to_path_buf();
     ui.phase(
         "connect",
         &format!("connecting to {} ({})", exec.name, machine.id),
     );
     let mut transport = Transport::connect(&machine.address).await?;
-
-    let run_id = state::new_run_id();
     let workdir_setting = exec.workdir.clone().unwrap_or_else(|| "~/.dvc-exec".into());
     let setup = setup_script_text(exec)?;
     let prep = transport
@@ -200,7 +316,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
             &[
                 "prepare".into(),
                 workdir_setting,
-                project.clone(),
+                project.to_string(),
                 exec.dvc.clone(),
                 setup.clone(),
             ],
@@ -209,13 +325,13 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
     let workdir = prep.get("workdir").unwrap_or_default().to_string();
     check_prerequisites(exec, &transport, &prep)?;
 
-    let mut record = RunRecord {
-        id: run_id.clone(),
+    let record = record_out.insert(RunRecord {
+        id: run_id.to_string(),
         executor: exec.name.clone(),
         machine: machine.id.clone(),
-        project_root: root.clone(),
+        project_root: root,
         workdir: workdir.clone(),
-        project: project.clone(),
+        project: project.to_string(),
         mode: req.mode.as_str().into(),
         dvc_args: req.dvc_args.clone(),
         base: snapshot.base.clone(),
@@ -225,13 +341,13 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
         started: state::now(),
         exit_code: None,
         name: None,
-    };
+    });
 
     // Ctrl-C before the run has started: nothing remote to stop, only the run directory.
     let started = tokio::select! {
-        r = sync_and_start(&req, &ui, &repo, &snapshot, &transport, &workdir, &project, &run_id, setup) => r,
+        r = sync_and_start(req, ui, repo, snapshot, &transport, &workdir, project, run_id, setup) => r,
         _ = tokio::signal::ctrl_c() => {
-            let _ = transport.helper(&["cleanup".into(), workdir.clone(), run_id.clone()]).await;
+            let _ = transport.helper(&["cleanup".into(), workdir.clone(), run_id.to_string()]).await;
             transport.close().await;
             return Err(Error::interrupted("interrupted before the run started; nothing was left on the executor"));
         }
@@ -240,7 +356,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
         Ok(b) => b,
         Err(e) => {
             let _ = transport
-                .helper(&["cleanup".into(), workdir.clone(), run_id.clone()])
+                .helper(&["cleanup".into(), workdir.clone(), run_id.to_string()])
                 .await;
             transport.close().await;
             return Err(e);
@@ -251,7 +367,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
 
     if req.detach {
         ui.result(
-            json!({"run": run_id, "executor": exec.name, "state": "running"}),
+            json!({"run": run_id, "executor": exec.name, "machine": machine.id, "state": "running"}),
             &format!(
                 "run {run_id} started on {}.\n  follow it:  dvc-exec attach {run_id}\n  collect its results when done:  dvc-exec collect {run_id}",
                 exec.name
@@ -259,7 +375,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
         );
         transport.close().await;
         return Ok(Outcome {
-            run_id,
+            run_id: run_id.to_string(),
             name: None,
             exp_ref: None,
             applied: false,
@@ -269,7 +385,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
         });
     }
 
-    let mut outcome = follow_and_collect(&mut transport, &machine, &mut record, &ui).await;
+    let mut outcome = follow_and_collect(&mut transport, provider, machine, record, ui).await;
     if let Ok(o) = &mut outcome {
         o.bytes_up = bytes_up;
         o.sync_seconds = sync_seconds;
@@ -489,6 +605,7 @@ struct Ended {
 /// Stream the run's log until it ends; reconnect after a dropped connection.
 async fn follow(
     transport: &mut Transport,
+    provider: &dyn provider::Provider,
     machine: &Machine,
     record: &RunRecord,
     ui: &Ui,
@@ -586,6 +703,22 @@ async fn follow(
         tokio::time::sleep(Duration::from_millis(500)).await;
         if let Address::Ssh(_) = machine.address {
             loop {
+                // A cloud machine that is gone or stopped was preempted (or stopped by its
+                // watchdog): no reconnecting brings it back.
+                if machine.owned
+                    && let Ok(st @ (provider::MachineState::Gone | provider::MachineState::Stopped)) =
+                        provider.state(machine).await
+                {
+                    return Err(Error::failed(format!(
+                        "{PREEMPTED}: {} is {} (preempted?)",
+                        machine.id,
+                        if st == provider::MachineState::Gone {
+                            "gone"
+                        } else {
+                            "stopped"
+                        }
+                    )));
+                }
                 match Transport::connect(&machine.address).await {
                     Ok(t) => {
                         let old = std::mem::replace(transport, t);
@@ -616,6 +749,7 @@ fn reconnect_limit() -> Duration {
 /// Follow a started run to its end, stop it on Ctrl-C, then collect and apply its results.
 pub async fn follow_and_collect(
     transport: &mut Transport,
+    provider: &dyn provider::Provider,
     machine: &Machine,
     record: &mut RunRecord,
     ui: &Ui,
@@ -625,7 +759,7 @@ pub async fn follow_and_collect(
         &format!("run {} is running on {}", record.id, record.executor),
     );
     let ended = tokio::select! {
-        r = follow(transport, machine, record, ui) => r?,
+        r = follow(transport, provider, machine, record, ui) => r?,
         _ = tokio::signal::ctrl_c() => {
             ui.note("Ctrl-C: stopping the run on the executor (Ctrl-C again to leave it running)");
             let cancel_args: Vec<String> = vec!["cancel".into(), record.workdir.clone(), record.id.clone(), "10".into()];
@@ -902,11 +1036,18 @@ fn apply(repo: &Repo, record: &RunRecord, result: &str, ui: &Ui) -> Result<bool>
 }
 
 /// Reconnect to a run's machine from its record.
-pub async fn reconnect(record: &RunRecord) -> Result<(Machine, Transport)> {
+pub async fn reconnect(
+    record: &RunRecord,
+) -> Result<(Box<dyn provider::Provider>, Machine, Transport)> {
     let paths = Paths::discover(&record.project_root);
     let config = Config::load(paths)?;
     let exec = config.executor(&record.executor)?;
-    let provider = provider::for_executor(&exec)?;
+    let ctx = provider::Context {
+        project: record.project.clone(),
+        owner: provider::cloud::owner(),
+        root: record.project_root.clone(),
+    };
+    let provider = provider::for_executor(&exec, &ctx)?;
     let machines = provider.list().await?;
     let machine = machines
         .into_iter()
@@ -918,7 +1059,7 @@ pub async fn reconnect(record: &RunRecord) -> Result<(Machine, Transport)> {
             ))
         })?;
     let transport = Transport::connect(&machine.address).await?;
-    Ok((machine, transport))
+    Ok((provider, machine, transport))
 }
 
 /// `dvc-exec attach RUN`: follow a run again, then collect it.
@@ -930,9 +1071,12 @@ pub async fn attach(id: &str, ui: Ui) -> Result<Outcome> {
             record.id
         )));
     }
-    let (machine, mut transport) = reconnect(&record).await?;
-    let r = follow_and_collect(&mut transport, &machine, &mut record, &ui).await;
+    let (provider, machine, mut transport) = reconnect(&record).await?;
+    let r = follow_and_collect(&mut transport, &*provider, &machine, &mut record, &ui).await;
     transport.close().await;
+    if record.state == "collected" || record.state == "failed" || record.state == "cancelled" {
+        release(&*provider, &machine, &ui).await;
+    }
     r
 }
 
@@ -945,7 +1089,7 @@ pub async fn collect_run(id: &str, ui: Ui) -> Result<Outcome> {
             record.id
         )));
     }
-    let (_machine, transport) = reconnect(&record).await?;
+    let (provider, machine, transport) = reconnect(&record).await?;
     let status = transport
         .helper_ok(
             "asking for the run's state",
@@ -982,5 +1126,8 @@ pub async fn collect_run(id: &str, ui: Ui) -> Result<Outcome> {
         ))),
     };
     transport.close().await;
+    if record.state == "collected" || record.state == "failed" {
+        release(&*provider, &machine, &ui).await;
+    }
     result
 }

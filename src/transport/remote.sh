@@ -32,6 +32,10 @@ cmd_prepare() {
   command -v rsync >/dev/null 2>&1 || missing+=(rsync)
   command -v setsid >/dev/null 2>&1 || missing+=(setsid)
   mkdir -p "$workdir/cache" "$workdir/projects/$project" "$workdir/runs" "$workdir/state" || die "cannot create $workdir"
+  touch "$workdir/state/last-activity"
+  # A machine dvc-exec bootstrapped says where its DVC is.
+  # shellcheck disable=SC1091
+  [ -f "$workdir/env.sh" ] && . "$workdir/env.sh"
   if [ ! -d "$workdir/projects/$project/repo.git" ]; then
     git init -q --bare "$workdir/projects/$project/repo.git" >/dev/null 2>&1 || missing+=(git-init)
   fi
@@ -133,6 +137,8 @@ job() {
   for kv in "${envs[@]}"; do export "$kv"; done
   mapfile -d "" args < "$rundir/args"
   mode=${settings[5]}; snap=${settings[6]}; subdir=${settings[7]}
+  # shellcheck disable=SC1091
+  [ -f "$rundir/../../env.sh" ] && . "$rundir/../../env.sh"
   cd "$rundir/wt/$subdir" || finish 98
   if [ -s "$rundir/setup.sh" ]; then
     # shellcheck disable=SC1091
@@ -182,8 +188,9 @@ cmd_follow() {
     fi
     [ "$done" = 1 ] && break
     ticks=$((ticks + 1))
-    if [ $((ticks % 20)) = 0 ] && ! group_alive "$pid" && [ ! -e "$rundir/exit" ]; then
-      break
+    if [ $((ticks % 20)) = 0 ]; then
+      touch "$workdir/state/last-activity" 2>/dev/null
+      if ! group_alive "$pid" && [ ! -e "$rundir/exit" ]; then break; fi
     fi
     sleep 0.05
   done
@@ -247,6 +254,20 @@ cmd_cleanup() {
   rm -rf "${workdir:?}/runs/$run"
 }
 
+cmd_bootstrap_status() {
+  # bootstrap-status WORKDIR: done, failed (with the log's tail) or running (with its last line).
+  local workdir
+  workdir=$(expand_workdir "$1")
+  if [ -e "$workdir/bootstrap.done" ]; then echo "state=done"
+  elif [ -e "$workdir/bootstrap.failed" ]; then
+    echo "state=failed"
+    tail -n 20 "$workdir/bootstrap.log" 2>/dev/null | sed 's/^/  /'
+  else
+    echo "state=running"
+    printf 'last=%s\n' "$(tail -n 1 "$workdir/bootstrap.log" 2>/dev/null | tr -d '\r' | cut -c1-200)"
+  fi
+}
+
 sub=${1:-}; shift || true
 case "$sub" in
   prepare) cmd_prepare "$@" ;;
@@ -255,5 +276,6 @@ case "$sub" in
   status) cmd_status "$@" ;;
   cancel) cmd_cancel "$@" ;;
   cleanup) cmd_cleanup "$@" ;;
+  bootstrap-status) cmd_bootstrap_status "$@" ;;
   *) die "unknown subcommand '$sub'" ;;
 esac

@@ -100,6 +100,18 @@ impl TestEnv {
             .env("GIT_AUTHOR_EMAIL", "test@example.com")
             .env("GIT_COMMITTER_NAME", "Test User")
             .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                "testing-secret-never-on-an-instance",
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", self.path().join("aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.path().join("aws-credentials"),
+            )
+            .env_remove("AWS_PROFILE")
             .env_remove("DVC_EXEC_LOG");
     }
 
@@ -258,15 +270,27 @@ fn keygen(path: &Path) {
 
 impl Sshd {
     pub fn start(env: &TestEnv, name: &str) -> Self {
+        Self::start_with_keys(env, name, None)
+    }
+
+    /// Start with a given host key and client key (private key paths; `.pub` beside them),
+    /// for example the ones dvc-exec keeps for a cloud executor.
+    pub fn start_with_keys(env: &TestEnv, name: &str, keys: Option<(&Path, &Path)>) -> Self {
         let dir = env.path().join(format!("sshd-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let host_key = dir.join("host_key");
-        let key = dir.join("id_ed25519");
-        keygen(&host_key);
-        keygen(&key);
-        std::fs::copy(dir.join("id_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+        let (host_key, key) = match keys {
+            Some((h, k)) => (h.to_path_buf(), k.to_path_buf()),
+            None => {
+                let h = dir.join("host_key");
+                let k = dir.join("id_ed25519");
+                keygen(&h);
+                keygen(&k);
+                (h, k)
+            }
+        };
+        std::fs::copy(key.with_extension("pub"), dir.join("authorized_keys")).unwrap();
         let port = free_port();
-        let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
         let mut parts = host_pub.split_whitespace();
         let known_hosts = dir.join("known_hosts");
         std::fs::write(
@@ -388,5 +412,92 @@ pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A moto_server (the EC2 emulator) on a free loopback port, with instance type, image and key
+/// pair validation on and the image fixtures in tests/fixtures/amis.json.
+pub struct Moto {
+    pub port: u16,
+    child: Child,
+}
+
+impl Moto {
+    pub fn start(env: &TestEnv) -> Self {
+        let port = free_port();
+        let bin = venv().join("bin/moto_server");
+        assert!(
+            bin.exists(),
+            "moto_server is missing at {}: {INSTALL}",
+            bin.display()
+        );
+        let log = std::fs::File::create(env.path().join("moto.log")).unwrap();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "1")
+            .env("MOTO_ENABLE_AMI_VALIDATION", "1")
+            .env("MOTO_ENABLE_KEYPAIR_VALIDATION", "1")
+            .env(
+                "MOTO_AMIS_PATH",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/amis.json"),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start moto_server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { port, child }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Run a Python snippet with `ec2` bound to a boto3 client of this server; returns stdout.
+    pub fn py(&self, code: &str) -> String {
+        let script = format!(
+            "import boto3, json, base64\nec2 = boto3.client('ec2', region_name='us-east-1', endpoint_url='{}', aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}\n",
+            self.endpoint()
+        );
+        let out = Command::new(venv().join("bin/python"))
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "boto3 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// (instance id, state) of every instance.
+    pub fn instances(&self) -> Vec<(String, String)> {
+        let out = self.py(
+            "for r in ec2.describe_instances()['Reservations']:\n    for i in r['Instances']:\n        print(i['InstanceId'], i['State']['Name'])",
+        );
+        out.lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    pub fn running(&self) -> Vec<String> {
+        self.instances()
+            .into_iter()
+            .filter(|(_, s)| s == "running" || s == "pending")
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

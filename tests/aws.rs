@@ -1,0 +1,483 @@
+//! AWS executors against moto_server (instance type, image and key pair validation on). moto's
+//! instances are not machines, so the instance's SSH is reached through `proxy_command` to the
+//! test sshd, which presents the host key dvc-exec generated for the executor.
+#![cfg(feature = "aws")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Moto, Project, Sshd, TestEnv, stderr, stdout, venv_setup_script, wait_for};
+
+struct Setup {
+    env: TestEnv,
+    moto: Moto,
+    sshd: Sshd,
+    project: Project,
+    workdir: PathBuf,
+}
+
+fn keygen(path: &std::path::Path) {
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn setup(extra: &[&str]) -> Setup {
+    let env = TestEnv::new();
+    let moto = Moto::start(&env);
+    // The keys dvc-exec keeps for executor "cloud": made here first, so the test sshd can
+    // present the host key that dvc-exec pins.
+    let keys = env.path().join("data/dvc-exec/keys/cloud");
+    std::fs::create_dir_all(&keys).unwrap();
+    keygen(&keys.join("ssh_host_ed25519_key"));
+    keygen(&keys.join("id_ed25519"));
+    let sshd = Sshd::start_with_keys(
+        &env,
+        "cloud",
+        Some((&keys.join("ssh_host_ed25519_key"), &keys.join("id_ed25519"))),
+    );
+    let project = Project::new(&env, "proj");
+    let workdir = env.path().join("instance-workdir");
+    std::fs::create_dir_all(&workdir).unwrap();
+    // What cloud-init's bootstrap leaves when it is done.
+    std::fs::write(workdir.join("bootstrap.done"), "").unwrap();
+    let setup_script = venv_setup_script(&env);
+    let mut args: Vec<String> = vec![
+        "executor".into(),
+        "add".into(),
+        "-d".into(),
+        "cloud".into(),
+        "aws".into(),
+        "region=us-east-1".into(),
+        format!("endpoint_url={}", moto.endpoint()),
+        "machine=s".into(),
+        "image=ubuntu".into(),
+        "user=root".into(),
+        format!("workdir={}", workdir.display()),
+        "ssh_cidr=127.0.0.1/32".into(),
+        format!("proxy_command=nc 127.0.0.1 {}", sshd.port),
+        format!("setup_script={}", setup_script.display()),
+        "dvc_version=3.67.1".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = env.dvc_exec(&project.root).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    Setup {
+        env,
+        moto,
+        sshd,
+        project,
+        workdir,
+    }
+}
+
+fn exp_run(s: &Setup, args: &[&str]) -> std::process::Output {
+    s.env
+        .dvc_exec(&s.project.root)
+        .args(["exp", "run"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn spawn_until(s: &Setup, args: &[&str], needle: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut child = s
+        .env
+        .dvc_exec(&s.project.root)
+        .args(["exp", "run"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("never saw {needle:?}; stderr so far: {seen:?}"));
+        let hit = line.contains(needle);
+        seen.push(line);
+        if hit {
+            break;
+        }
+    }
+    (child, rx)
+}
+
+fn interrupt(child: Child, rx: mpsc::Receiver<String>) -> (Option<i32>, String) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    (
+        out.status.code(),
+        rx.try_iter().collect::<Vec<_>>().join("\n"),
+    )
+}
+
+fn tags_of(s: &Setup, id: &str) -> String {
+    s.moto.py(&format!(
+        "r = ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]\nprint(json.dumps({{t['Key']: t['Value'] for t in r.get('Tags', [])}}))"
+    ))
+}
+
+#[test]
+fn a_run_on_an_instance_then_terminates_it() {
+    let s = setup(&[]);
+    let out = exp_run(&s, &["-S", "lr=0.3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("launching a t3.large in us-east-1 (ami-0a1b2c3d4e5f60002)"),
+        "the newest Ubuntu image: {err}"
+    );
+    // The experiment came back.
+    let exps = s.project.experiments(&s.env);
+    assert!(
+        exps.iter()
+            .any(|(_, p, m)| p["lr"] == 0.3 && m["acc"] == 15.0),
+        "{exps:?}"
+    );
+    // The instance is gone, and it was tagged.
+    let all = s.moto.instances();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].1, "terminated", "{all:?}");
+    let tags = tags_of(&s, &all[0].0);
+    for t in [
+        "\"dvc-exec:executor\": \"cloud\"",
+        "\"dvc-exec:project\": \"proj-",
+        "\"dvc-exec:owner\":",
+        "\"dvc-exec:launch\":",
+    ] {
+        assert!(tags.contains(t), "{t} missing in {tags}");
+    }
+    // The user data pins the host key, and carries no cloud credential.
+    let data = s.moto.py(&format!(
+        "a = ec2.describe_instance_attribute(InstanceId='{}', Attribute='userData')\nprint(base64.b64decode(a['UserData']['Value']).decode())",
+        all[0].0
+    ));
+    assert!(data.starts_with("#cloud-config"), "{data}");
+    assert!(data.contains("ed25519_public: ssh-ed25519 "), "{data}");
+    assert!(data.contains("dvc-exec-watchdog"), "{data}");
+    assert!(
+        !data.contains("testing-secret-never-on-an-instance") && !data.contains("AWS_"),
+        "credentials in user data: {data}"
+    );
+    // The key pair and security group exist, tagged, SSH only from the given address.
+    let groups = s.moto.py("print(json.dumps([g['IpPermissions'] for g in ec2.describe_security_groups(Filters=[{'Name': 'tag:dvc-exec:executor', 'Values': ['cloud']}])['SecurityGroups']]))");
+    assert!(
+        groups.contains("127.0.0.1/32") && groups.contains("\"FromPort\": 22"),
+        "{groups}"
+    );
+    assert!(!groups.contains("0.0.0.0/0"), "{groups}");
+    let keys = s.moto.py("print(len(ec2.describe_key_pairs(Filters=[{'Name': 'tag:dvc-exec:executor', 'Values': ['cloud']}])['KeyPairs']))");
+    assert_eq!(keys.trim(), "1");
+    // The private keys are 0600 in a 0700 directory.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = s.env.path().join("data/dvc-exec/keys/cloud");
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for k in ["id_ed25519", "ssh_host_ed25519_key"] {
+        assert_eq!(
+            std::fs::metadata(dir.join(k)).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
+
+#[test]
+fn keep_leaves_the_machine_running_and_the_next_run_reuses_it() {
+    let s = setup(&["keep=true"]);
+    let out = exp_run(&s, &["-S", "lr=0.2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let running = s.moto.running();
+    assert_eq!(running.len(), 1, "{:?}", s.moto.instances());
+    assert!(tags_of(&s, &running[0]).contains("\"dvc-exec:keep\": \"true\""));
+    let out = exp_run(&s, &["-S", "lr=0.4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("reusing the running machine {}", running[0])),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.moto.instances().len(), 1, "no second instance");
+    // A stopped kept machine is started again.
+    s.moto.py(&format!(
+        "ec2.stop_instances(InstanceIds=['{}'])",
+        running[0]
+    ));
+    let out = exp_run(&s, &["-S", "lr=0.5"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("starting the kept machine {}", running[0])),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.moto.instances().len(), 1);
+    let exps = s.project.experiments(&s.env);
+    assert_eq!(exps.len(), 3, "{exps:?}");
+}
+
+#[test]
+fn ctrl_c_in_each_phase_leaves_no_instance_running() {
+    // During bootstrap (the machine never reports it is ready).
+    let s = setup(&[]);
+    std::fs::remove_file(s.workdir.join("bootstrap.done")).unwrap();
+    let (child, rx) = spawn_until(&s, &[], "waiting for");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, err) = interrupt(child, rx);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        s.moto.running().is_empty(),
+        "left running: {:?}",
+        s.moto.instances()
+    );
+    assert_eq!(s.moto.instances().len(), 1);
+
+    // During the run.
+    std::fs::write(s.workdir.join("bootstrap.done"), "").unwrap();
+    let (child, rx) = spawn_until(&s, &["-S", "sleep=60"], "is running on");
+    std::thread::sleep(Duration::from_millis(800));
+    let (code, err) = interrupt(child, rx);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        s.moto.running().is_empty(),
+        "left running: {:?}",
+        s.moto.instances()
+    );
+
+    // During the sync (a large file takes a moment to send).
+    let big: String = (0..400_000).map(|i| format!("{i:09}\n")).collect();
+    s.project.write("data/raw.txt", &big);
+    s.env
+        .ok("dvc", &["add", "-q", "data/raw.txt"], &s.project.root);
+    let (child, rx) = spawn_until(&s, &[], "sending the workspace");
+    let (code, err) = interrupt(child, rx);
+    assert!(code == Some(130) || code == Some(0), "{err}");
+    assert!(
+        s.moto.running().is_empty(),
+        "left running: {:?}",
+        s.moto.instances()
+    );
+
+    // And a new run afterwards works.
+    let out = exp_run(&s, &["-S", "lr=0.6"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.moto.running().is_empty());
+}
+
+#[test]
+fn a_preempted_spot_machine_is_replaced_and_the_run_repeated() {
+    let s = setup(&["spot=true"]);
+    let (child, _rx) = spawn_until(&s, &["-S", "lr=0.7", "-S", "sleep=3"], "is running on");
+    let first = s.moto.running();
+    assert_eq!(first.len(), 1);
+    // A second client takes the instance away, and the connection to it drops.
+    s.moto.py(&format!(
+        "ec2.terminate_instances(InstanceIds=['{}'])",
+        first[0]
+    ));
+    kill_ssh_masters(s.sshd.port);
+    let out = child.wait_with_output().unwrap();
+    let err: String = _rx.try_iter().collect::<Vec<_>>().join("\n");
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the machine was lost") && err.contains("starting the run again"),
+        "{err}"
+    );
+    assert_eq!(s.moto.instances().len(), 2, "a second machine was launched");
+    assert!(s.moto.running().is_empty(), "{:?}", s.moto.instances());
+    let exps = s.project.experiments(&s.env);
+    assert!(
+        exps.iter()
+            .any(|(_, p, m)| p["lr"] == 0.7 && m["acc"] == 35.0),
+        "{exps:?}"
+    );
+}
+
+fn kill_ssh_masters(port: u16) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&str> = cmd.split('\0').collect();
+        let ours = args
+            .iter()
+            .any(|a| a.contains(&format!("nc 127.0.0.1 {port}")))
+            || std::fs::read_to_string(e.path().join("cmdline"))
+                .unwrap_or_default()
+                .contains("dvc-exec-ssh");
+        if args.first() == Some(&"ssh") && args.contains(&"-M") && ours {
+            let pid: i32 = e.file_name().to_string_lossy().parse().unwrap();
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn gc_removes_what_a_killed_client_left() {
+    let s = setup(&[]);
+    std::fs::remove_file(s.workdir.join("bootstrap.done")).unwrap();
+    let (mut child, _rx) = spawn_until(&s, &[], "waiting for");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        s.moto.running().len(),
+        1,
+        "the killed client left its instance"
+    );
+    let out = s
+        .env
+        .dvc_exec(&s.project.root)
+        .args(["gc", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = stdout(&out);
+    assert!(
+        listed.contains("would remove cloud: instance i-"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("key pair dvc-exec-cloud-") && listed.contains("security group sg-"),
+        "{listed}"
+    );
+    assert_eq!(s.moto.running().len(), 1, "dry run removes nothing");
+    let out = s
+        .env
+        .dvc_exec(&s.project.root)
+        .args(["gc"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.moto.running().is_empty());
+    let left = s.moto.py("print(len(ec2.describe_key_pairs()['KeyPairs']), len([g for g in ec2.describe_security_groups()['SecurityGroups'] if g['GroupName'].startswith('dvc-exec')]))");
+    assert_eq!(left.trim(), "0 0");
+}
+
+#[test]
+fn bad_launch_settings_get_clear_errors_and_leave_nothing() {
+    let s = setup(&["instance_type=p3.2xlarge"]);
+    let out = exp_run(&s, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("launching the instance failed"), "{err}");
+    assert!(
+        err.contains("InvalidInstanceType.NotFound") && err.contains("fix instance_type"),
+        "{err}"
+    );
+    assert!(s.moto.running().is_empty());
+    // The key pair and security group this launch created were rolled back.
+    let left = s.moto.py("print(len(ec2.describe_key_pairs()['KeyPairs']), len([g for g in ec2.describe_security_groups()['SecurityGroups'] if g['GroupName'].startswith('dvc-exec')]))");
+    assert_eq!(left.trim(), "0 0", "{err}");
+
+    s.env.ok(
+        env!("CARGO_BIN_EXE_dvc-exec"),
+        &["executor", "modify", "--unset", "cloud", "instance_type"],
+        &s.project.root,
+    );
+    s.env.ok(
+        env!("CARGO_BIN_EXE_dvc-exec"),
+        &[
+            "executor",
+            "modify",
+            "cloud",
+            "image",
+            "ami-00000000000000000",
+        ],
+        &s.project.root,
+    );
+    let out = exp_run(&s, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("InvalidAMIID.NotFound")
+            && err.contains("set image = ubuntu, nvidia, or an AMI id"),
+        "{err}"
+    );
+    assert!(s.moto.running().is_empty());
+}
+
+#[test]
+fn the_watchdog_shuts_down_idle_and_overdue_machines() {
+    let env = TestEnv::new();
+    let sshd = Sshd::start(&env, "watchdog");
+    let wd = env.path().join("wd");
+    let marker = env.path().join("shutdown-called");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/src/provider/watchdog.sh");
+    let run = |idle: u32, max: u32| -> bool {
+        let _ = std::fs::remove_file(&marker);
+        let st = std::process::Command::new("ssh")
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", sshd.known_hosts.display()))
+            .arg("-i")
+            .arg(&sshd.key)
+            .args([
+                "-p",
+                &sshd.port.to_string(),
+                "root@127.0.0.1",
+                "bash",
+                "-s",
+                "--",
+            ])
+            .arg(wd.to_str().unwrap())
+            .arg(idle.to_string())
+            .arg(max.to_string())
+            .args(["touch", marker.to_str().unwrap()])
+            .stdin(std::fs::File::open(script).unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        marker.exists()
+    };
+    // A fresh machine with recent activity stays up.
+    assert!(!run(600, 3600));
+    // Idle for longer than idle_timeout: down.
+    let old = std::time::SystemTime::now() - Duration::from_secs(1200);
+    let f = std::fs::File::options()
+        .write(true)
+        .open(wd.join("state/last-activity"))
+        .unwrap();
+    f.set_modified(old).unwrap();
+    assert!(run(600, 3600));
+    // Busy with a run: stays up even though the last activity is old.
+    let rundir = wd.join("runs/r1");
+    std::fs::create_dir_all(&rundir).unwrap();
+    let mut busy = std::process::Command::new("setsid")
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(rundir.join("pid"), busy.id().to_string()).unwrap();
+    f.set_modified(old).unwrap();
+    assert!(!run(600, 3600), "a busy machine must stay up");
+    // Past max_runtime: down, busy or not.
+    std::fs::write(wd.join("state/created"), "1000000000").unwrap();
+    assert!(run(600, 3600));
+    let _ = busy.kill();
+    let _ = busy.wait();
+    wait_for(5, "the log", || wd.join("state/watchdog.log").exists());
+    let log = std::fs::read_to_string(wd.join("state/watchdog.log")).unwrap();
+    assert!(
+        log.contains("past idle_timeout") && log.contains("past max_runtime"),
+        "{log}"
+    );
+}
