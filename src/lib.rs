@@ -6,6 +6,7 @@
 //! - [`provider`]: where machines come from (local, SSH hosts, clouds), behind one trait.
 //! - [`transport`]: how commands, files and git objects reach a machine (SSH or local).
 //! - [`run`]: one experiment execution, end to end.
+//! - [`shim`]: `dvc exp run --executor NAME` through a `dvc` link to this binary.
 //! - [`cli`]: the command line.
 
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod output;
 pub mod provider;
 pub mod run;
+pub mod shim;
 pub mod transport;
 
 pub use error::{Error, Result};

@@ -38,14 +38,42 @@ pub enum Command {
     Run(RunArgs),
     /// Run `dvc repro` on an executor and bring dvc.lock and the outputs back.
     Repro(RunArgs),
+    /// Run one stage of a pipeline on an executor: use it as the stage's cmd in dvc.yaml.
+    Stage(StageArgs),
     /// Follow a run that was started with --detach (or whose connection was lost), then collect it.
     Attach(RunIdArgs),
     /// Fetch the results of a finished run into the project.
     Collect(CollectArgs),
     /// Remove cloud machines, key pairs and security groups that dvc-exec created and no run uses.
     Gc(GcArgs),
+    /// Make `dvc exp run --executor NAME` work in DVC's own command line.
+    #[command(subcommand)]
+    Shim(ShimCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+}
+
+/// `shim ...`
+#[derive(Debug, Subcommand)]
+pub enum ShimCommand {
+    /// Put a `dvc` link to dvc-exec ahead of the real DVC on PATH.
+    Install {
+        /// The directory for the link (default ~/.local/share/dvc-exec/bin).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Remove the link.
+    Uninstall {
+        /// The directory of the link.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Say whether the shim is installed and first on PATH, and which dvc is the real one.
+    Status {
+        /// The directory of the link.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Options of `gc`.
@@ -85,6 +113,18 @@ pub struct RunArgs {
         value_name = "DVC_ARGS"
     )]
     pub dvc_args: Vec<String>,
+}
+
+/// Options of `stage`.
+#[derive(Debug, Args)]
+#[command(after_help = "In dvc.yaml:  cmd: dvc-exec stage -e gpu -- python train.py")]
+pub struct StageArgs {
+    /// The executor (default: core.executor).
+    #[arg(short, long, value_name = "NAME")]
+    pub executor: Option<String>,
+    /// The stage's command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
 }
 
 /// A run id.

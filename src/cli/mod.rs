@@ -12,9 +12,17 @@ use crate::output::Ui;
 use crate::run::{self, Mode};
 use args::{Cli, Command, ExpCommand, LevelArgs, RunArgs};
 
-/// Run the program; returns the process exit code.
+/// Run the program; returns the process exit code. Invoked as `dvc`, it is the shim.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    if crate::shim::invoked_as_dvc() {
+        return crate::shim::main();
+    }
+    main_from(std::env::args_os().collect())
+}
+
+/// Run with these arguments (the first is the program name).
+pub fn main_from(argv: Vec<std::ffi::OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -28,7 +36,7 @@ pub fn main() -> i32 {
         quiet: cli.quiet,
     };
     match dispatch(cli, ui) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             if ui.json {
                 ui.event(json!({
@@ -82,8 +90,16 @@ fn cwd() -> Result<std::path::PathBuf> {
         .map_err(|e| Error::failed("cannot read the current directory").source(e))
 }
 
-fn dispatch(cli: Cli, ui: Ui) -> Result<()> {
+fn dispatch(cli: Cli, ui: Ui) -> Result<i32> {
+    if let Command::Stage(a) = cli.command {
+        return runtime()?.block_on(run::stage::run_stage(a.executor, a.cmd, ui));
+    }
+    dispatch_rest(cli, ui).map(|()| 0)
+}
+
+fn dispatch_rest(cli: Cli, ui: Ui) -> Result<()> {
     match cli.command {
+        Command::Stage(_) => unreachable!("handled in dispatch"),
         Command::Executor(cmd) => executor::run(cmd, ui),
         Command::Exp(ExpCommand::Run(a)) | Command::Run(a) => run_command(a, Mode::Exp, ui),
         Command::Repro(a) => run_command(a, Mode::Repro, ui),
@@ -103,6 +119,7 @@ fn dispatch(cli: Cli, ui: Ui) -> Result<()> {
             Ok(())
         }
         Command::Gc(a) => gc(a, ui),
+        Command::Shim(cmd) => shim_command(cmd, ui),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
             clap_complete::generate(a.shell, &mut cmd, "dvc-exec", &mut std::io::stdout());
@@ -298,5 +315,59 @@ fn gc(a: args::GcArgs, ui: Ui) -> Result<()> {
         );
     }
     ui.result(json!({"dry_run": a.dry_run, "removed": all}), "");
+    Ok(())
+}
+
+fn shim_command(cmd: args::ShimCommand, ui: Ui) -> Result<()> {
+    use crate::shim;
+    match cmd {
+        args::ShimCommand::Install { dir } => {
+            let lines = shim::install(dir)?;
+            ui.result(
+                json!({"installed": true, "message": lines.join("\n")}),
+                &lines.join("\n"),
+            );
+        }
+        args::ShimCommand::Uninstall { dir } => {
+            let line = shim::uninstall(dir)?;
+            ui.result(json!({"installed": false, "message": line}), &line);
+        }
+        args::ShimCommand::Status { dir } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => shim::shim_dir()?,
+            };
+            let state = shim::status_of(&dir);
+            let real = shim::real_dvc();
+            let text = match state {
+                shim::ShimState::Missing => format!(
+                    "not installed (dvc-exec shim install puts it in {})",
+                    dir.display()
+                ),
+                shim::ShimState::Shadowed => format!(
+                    "installed in {}, but another dvc comes first on PATH; add: export PATH=\"{}:$PATH\"",
+                    dir.display(),
+                    dir.display()
+                ),
+                shim::ShimState::Active => {
+                    format!("active: {} is first on PATH", dir.join("dvc").display())
+                }
+            };
+            let real_text = real
+                .as_ref()
+                .map(|r| format!("the real dvc: {}", r.display()))
+                .unwrap_or_else(|| "the real dvc: not found on PATH".into());
+            if ui.json {
+                ui.event(json!({
+                    "event": "result",
+                    "state": format!("{state:?}").to_lowercase(),
+                    "dir": dir,
+                    "real_dvc": real,
+                }));
+            } else {
+                println!("{text}\n{real_text}");
+            }
+        }
+    }
     Ok(())
 }

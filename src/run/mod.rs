@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod git;
+pub mod stage;
 pub mod state;
 
 use std::collections::BTreeSet;
@@ -88,7 +89,7 @@ pub struct Outcome {
 }
 
 /// The project's id on executors: the directory name and the repository's first commit.
-fn project_id(repo: &Repo, root: &Path) -> Result<String> {
+pub(crate) fn project_id(repo: &Repo, root: &Path) -> Result<String> {
     let roots = repo.git(&["rev-list", "--max-parents=0", "HEAD"])?;
     let first = roots.lines().last().unwrap_or("0000000000000").trim();
     let dir: String = root
@@ -274,7 +275,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
 const PREEMPTED: &str = "the machine was lost";
 
 /// Release a machine; a failure is reported with the command that finishes the job.
-async fn release(provider: &dyn provider::Provider, machine: &Machine, ui: &Ui) {
+pub(crate) async fn release(provider: &dyn provider::Provider, machine: &Machine, ui: &Ui) {
     if let Err(e) = provider.release(machine).await {
         let cmd = provider
             .cleanup_command(machine)
@@ -395,7 +396,7 @@ async fn run_on(
 }
 
 /// The executor's setup_script, read now: it is sent along with the run.
-fn setup_script_text(exec: &Executor) -> Result<String> {
+pub(crate) fn setup_script_text(exec: &Executor) -> Result<String> {
     match &exec.setup_script {
         Some(p) => std::fs::read_to_string(p).map_err(|e| {
             Error::usage(format!("cannot read the setup_script {}", p.display()))
@@ -596,14 +597,14 @@ impl LogTail {
 }
 
 /// What the follow step learnt when the run ended.
-struct Ended {
-    code: i32,
-    name: Option<String>,
-    tail: String,
+pub(crate) struct Ended {
+    pub(crate) code: i32,
+    pub(crate) name: Option<String>,
+    pub(crate) tail: String,
 }
 
 /// Stream the run's log until it ends; reconnect after a dropped connection.
-async fn follow(
+pub(crate) async fn follow(
     transport: &mut Transport,
     provider: &dyn provider::Provider,
     machine: &Machine,

@@ -231,6 +231,85 @@ impl Transport {
         ))
     }
 
+    /// Mirror `paths` (files or directories, relative to the roots) from one side to the other
+    /// with rsync's delta transfer; directories are mirrored exactly (`--delete`). Paths missing
+    /// on the sending side are skipped. Returns the bytes on the wire.
+    pub async fn mirror_paths(
+        &self,
+        upload: bool,
+        src_root: &Path,
+        dst_root: &Path,
+        paths: &[String],
+    ) -> Result<u64> {
+        if paths.is_empty() {
+            return Ok(0);
+        }
+        let side = |p: &Path| -> OsString {
+            let mut s = OsString::new();
+            if let Some((_, host)) = self.rsync_remote() {
+                s.push(host);
+                s.push(":");
+            }
+            s.push(p.as_os_str());
+            s.push("/");
+            s
+        };
+        let (src, dst) = if upload {
+            (with_slash(src_root), side(dst_root))
+        } else {
+            (side(src_root), with_slash(dst_root))
+        };
+        let mut cmd = Command::new("rsync");
+        cmd.args([
+            "-rlt",
+            "--delete",
+            "--ignore-missing-args",
+            "--stats",
+            "--from0",
+            "--files-from=-",
+        ]);
+        if let Some((ssh, _)) = self.rsync_remote() {
+            cmd.arg("-e").arg(ssh);
+        }
+        cmd.arg(src).arg(dst);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::failed("cannot run rsync")
+                .source(e)
+                .hint("install rsync on this machine (apt-get install rsync, brew install rsync)")
+        })?;
+        let mut list = Vec::new();
+        for f in paths {
+            list.extend_from_slice(f.trim_end_matches('/').as_bytes());
+            list.push(0);
+        }
+        let mut stdin = child.stdin.take().expect("piped");
+        let feed = async move {
+            use tokio::io::AsyncWriteExt;
+            let r = stdin.write_all(&list).await;
+            drop(stdin);
+            r
+        };
+        let (_, out) = tokio::join!(feed, child.wait_with_output());
+        let out = out.context("rsync did not run")?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(Error::failed(format!(
+                "copying files {} {} failed",
+                if upload { "to" } else { "from" },
+                self.describe()
+            ))
+            .source(std::io::Error::other(err)));
+        }
+        Ok(parse_rsync_bytes(
+            &String::from_utf8_lossy(&out.stdout),
+            upload,
+        ))
+    }
+
     /// Environment and URL with which the local git reaches `path` on the machine.
     pub fn git_remote(&self, path: &Path) -> (String, Option<String>) {
         match self {

@@ -170,6 +170,65 @@ job() {
   finish "$rc"
 }
 
+cmd_exec_start() {
+  # exec-start WORKDIR RUN CWD SETUP_SCRIPT_TEXT N_ENV ENV... -- ARGV...: run ARGV detached in
+  # CWD (relative to WORKDIR), with the same log, exit and cancel protocol as a DVC run.
+  local workdir run cwd setup nenv rundir i
+  workdir=$(expand_workdir "$1"); run=$2; cwd=$3; setup=$4; nenv=$5
+  shift 5
+  case "$run" in ""|*/*|.*) die "bad run id" ;; esac
+  rundir="$workdir/runs/$run"
+  mkdir -p "$rundir" "$workdir/$cwd" || die "cannot create $rundir"
+  touch "$workdir/state/last-activity" 2>/dev/null
+  : > "$rundir/env"
+  for ((i = 0; i < nenv; i++)); do printf '%s\0' "$1" >> "$rundir/env"; shift; done
+  [ "${1:-}" = "--" ] && shift
+  printf '%s\0' "$@" > "$rundir/args"
+  printf '%s' "$setup" > "$rundir/setup.sh"
+  printf '%s' "$workdir/$cwd" > "$rundir/cwd"
+  setsid -f bash -c "$(declare -f plainjob); plainjob \"\$1\"" dvc-exec-job "$rundir" </dev/null >"$rundir/log" 2>&1
+  local waited=0
+  while [ ! -s "$rundir/pid" ] && [ "$waited" -lt 100 ]; do sleep 0.05; waited=$((waited + 1)); done
+  [ -s "$rundir/pid" ] || die "the command did not start; see $rundir/log"
+  printf 'pid=%s\n' "$(cat "$rundir/pid")"
+}
+
+# A plain command, detached: for `dvc-exec stage`.
+plainjob() {
+  local rundir=$1
+  echo $$ > "$rundir/pid.tmp" && mv "$rundir/pid.tmp" "$rundir/pid"
+  interrupted=0
+  trap "interrupted=1" INT TERM
+  finish() { printf "%s\n" "$1" > "$rundir/exit.tmp"; mv "$rundir/exit.tmp" "$rundir/exit"; exit "$1"; }
+  mapfile -d "" envs < "$rundir/env"
+  for kv in "${envs[@]}"; do export "$kv"; done
+  mapfile -d "" args < "$rundir/args"
+  # shellcheck disable=SC1091
+  [ -f "$rundir/../../env.sh" ] && . "$rundir/../../env.sh"
+  if [ -s "$rundir/setup.sh" ]; then
+    # shellcheck disable=SC1091
+    . "$rundir/setup.sh" || { echo "dvc-exec: the setup_script failed" >&2; finish 98; }
+  fi
+  cd "$(cat "$rundir/cwd")" || finish 98
+  [ "$interrupted" = 1 ] && finish 130
+  "${args[@]}"
+  rc=$?
+  [ "$interrupted" = 1 ] && [ "$rc" = 0 ] && rc=130
+  finish "$rc"
+}
+
+cmd_remove_paths() {
+  # remove-paths BASE PATH...: create BASE, and remove these paths under it (a stage's outputs
+  # before it runs).
+  local base p
+  base=$(expand_workdir "$1"); shift
+  mkdir -p "$base" || die "cannot create $base"
+  for p in "$@"; do
+    case "$p" in /*|..|../*|*/../*|*/..) die "refusing to remove $p" ;; esac
+    rm -rf "${base:?}/$p"
+  done
+}
+
 cmd_follow() {
   # follow WORKDIR RUN OFFSET: the log from byte OFFSET on, live, until the run ends; then the
   # exit code and the experiment's name on stderr.
@@ -277,5 +336,7 @@ case "$sub" in
   cancel) cmd_cancel "$@" ;;
   cleanup) cmd_cleanup "$@" ;;
   bootstrap-status) cmd_bootstrap_status "$@" ;;
+  exec-start) cmd_exec_start "$@" ;;
+  remove-paths) cmd_remove_paths "$@" ;;
   *) die "unknown subcommand '$sub'" ;;
 esac

@@ -80,11 +80,15 @@ impl TestEnv {
         self.path().join("system")
     }
 
-    /// PATH with the test venv first.
+    /// PATH with the test venv first, and the dvc-exec binary's directory (stages call it).
     pub fn path_var(&self) -> String {
         format!(
-            "{}:{}",
+            "{}:{}:{}",
             venv().join("bin").display(),
+            Path::new(env!("CARGO_BIN_EXE_dvc-exec"))
+                .parent()
+                .unwrap()
+                .display(),
             std::env::var("PATH").unwrap_or_default()
         )
     }
