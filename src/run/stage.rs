@@ -417,7 +417,7 @@ mod tests {
     #[test]
     fn foreach_and_matrix_stages() {
         let d = project(
-            "stages:\n  build:\n    foreach: [us, uk]\n    do:\n      cmd: make ${item}\n      deps: [src/${item}.c]\n      outs: [out/${item}]\n  fit:\n    matrix:\n      lr: [0.1, 0.2]\n      opt: [adam]\n    cmd: fit\n    deps: [${model.dir}/base]\n    outs: [res/${item.lr}-${item.opt}]\n",
+            "stages:\n  build:\n    foreach: [us, uk]\n    do:\n      cmd: make ${item}\n      deps:\n      - src/${item}.c\n      outs:\n      - out/${item}\n  fit:\n    matrix:\n      lr: [0.1, 0.2]\n      opt: [adam]\n    cmd: fit\n    deps:\n    - ${model.dir}/base\n    outs:\n    - res/${item.lr}-${item.opt}\n",
         );
         let f = find_stage(d.path(), "build@uk").unwrap();
         assert_eq!(f.inputs, ["src/uk.c"]);
