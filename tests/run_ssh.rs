@@ -457,3 +457,96 @@ fn a_wrong_host_key_is_refused() {
     );
     assert!(!err.contains("panicked"));
 }
+
+#[test]
+fn two_runs_at_once_on_one_host_do_not_interfere() {
+    let s = setup();
+    let (a, _ra) = spawn_until_running(&s, &["-S", "lr=0.11", "-S", "sleep=2", "-n", "first"]);
+    let (b, _rb) = spawn_until_running(
+        &s,
+        &[
+            "-S",
+            "lr=0.12",
+            "-S",
+            "sleep=2",
+            "-n",
+            "second",
+            "--no-apply",
+        ],
+    );
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    let exps = s.project.experiments(&s.env);
+    let find = |n: &str| {
+        exps.iter()
+            .find(|(name, _, _)| name == n)
+            .unwrap_or_else(|| panic!("{n} missing: {exps:?}"))
+            .clone()
+    };
+    assert_eq!(find("first").1["lr"], serde_json::json!(0.11));
+    assert_eq!(find("first").2["acc"], serde_json::json!(5.5));
+    assert_eq!(find("second").1["lr"], serde_json::json!(0.12));
+    assert_eq!(find("second").2["acc"], serde_json::json!(6.0));
+}
+
+#[test]
+fn attach_follows_a_detached_run_to_its_end() {
+    let s = setup();
+    let out = exp_run(&s, &["--detach", "-S", "lr=0.8", "-S", "sleep=2", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let run = v["run"].as_str().unwrap().to_string();
+    // A unique prefix of the id is enough.
+    let out = s
+        .env
+        .dvc_exec(&s.project.root)
+        .args(["attach", &run[..run.len() - 2]])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("trained with lr 0.8"),
+        "the log streams: {}",
+        stdout(&out)
+    );
+    assert_experiment(&s, 0.8, 40.0);
+    assert!(s.project.read("params.yaml").contains("lr: 0.8"));
+}
+
+#[test]
+fn a_host_without_dvc_is_named_with_the_fix() {
+    let s = setup();
+    // An executor on the same host with no setup_script: dvc is not on the remote PATH.
+    let mut args = vec![
+        "executor".to_string(),
+        "add".into(),
+        "bare".into(),
+        "ssh".into(),
+    ];
+    args.extend(
+        s.sshd
+            .executor_settings(&s.workdir, Path::new("/dev/null"))
+            .into_iter()
+            .filter(|a| !a.starts_with("setup_script")),
+    );
+    s.env.ok(
+        env!("CARGO_BIN_EXE_dvc-exec"),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &s.project.root,
+    );
+    let out = s
+        .env
+        .dvc_exec(&s.project.root)
+        .env("PATH", "/usr/bin:/bin")
+        .env("DVC_EXEC_LOCAL_DVC", common::venv().join("bin/dvc"))
+        .args(["exp", "run", "-e", "bare"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("DVC is not installed on root@127.0.0.1"),
+        "{err}"
+    );
+    assert!(err.contains("setup_script"), "{err}");
+}

@@ -113,6 +113,11 @@ pub trait Provider: Send + Sync {
         Ok(())
     }
 
+    /// What the machine cost, where the provider knows its price (for a closing note).
+    fn cost_note(&self, _machine: &Machine) -> Option<String> {
+        None
+    }
+
     /// The exact command that removes the machine without dvc-exec, for messages.
     fn cleanup_command(&self, _machine: &Machine) -> Option<String> {
         None

@@ -276,6 +276,9 @@ const PREEMPTED: &str = "the machine was lost";
 
 /// Release a machine; a failure is reported with the command that finishes the job.
 pub(crate) async fn release(provider: &dyn provider::Provider, machine: &Machine, ui: &Ui) {
+    if let Some(note) = provider.cost_note(machine) {
+        ui.note(&note);
+    }
     if let Err(e) = provider.release(machine).await {
         let cmd = provider
             .cleanup_command(machine)

@@ -36,6 +36,8 @@ pub struct AwsProvider {
     ctx: Context,
     region: String,
     client: OnceCell<Client>,
+    /// The hourly price of what this provider launched, and when.
+    price: std::sync::Mutex<Option<(String, f64, Instant)>>,
 }
 
 fn setting(e: &Executor, key: &str) -> Option<String> {
@@ -109,6 +111,7 @@ impl AwsProvider {
             ctx,
             region,
             client: OnceCell::new(),
+            price: std::sync::Mutex::new(None),
         }
     }
 
@@ -646,6 +649,9 @@ impl AwsProvider {
                         .and_then(|i| i.instance_id())
                         .unwrap_or_default()
                         .to_string();
+                    if let (Some(p), Ok(mut slot)) = (price, self.price.lock()) {
+                        *slot = Some((id.clone(), p, Instant::now()));
+                    }
                     return Ok(id);
                 }
                 Err(e)
@@ -857,6 +863,20 @@ impl Provider for AwsProvider {
 
     fn cleanup_command(&self, machine: &Machine) -> Option<String> {
         Some(self.terminate_command(&machine.id))
+    }
+
+    fn cost_note(&self, machine: &Machine) -> Option<String> {
+        let slot = self.price.lock().ok()?;
+        let (id, price, since) = slot.as_ref()?;
+        if *id != machine.id {
+            return None;
+        }
+        let hours = since.elapsed().as_secs_f64() / 3600.0;
+        Some(format!(
+            "{id} ran {:.0} minutes at about ${price:.3}/hour: about ${:.3}",
+            hours * 60.0,
+            price * hours.max(1.0 / 60.0)
+        ))
     }
 
     async fn gc(&self, dry_run: bool, busy: &[String], ui: &Ui) -> Result<Vec<String>> {
