@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -89,34 +88,9 @@ fn exp_run(s: &Setup, args: &[&str]) -> std::process::Output {
 }
 
 fn spawn_until(s: &Setup, args: &[&str], needle: &str) -> (Child, mpsc::Receiver<String>) {
-    let mut child = s
-        .env
-        .dvc_exec(&s.project.root)
-        .args(["exp", "run"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("never saw {needle:?}; stderr so far: {seen:?}"));
-        let hit = line.contains(needle);
-        seen.push(line);
-        if hit {
-            break;
-        }
-    }
-    (child, rx)
+    let mut cmd = s.env.dvc_exec(&s.project.root);
+    cmd.args(["exp", "run"]).args(args);
+    common::spawn_until(cmd, needle)
 }
 
 fn interrupt(child: Child, rx: mpsc::Receiver<String>) -> (Option<i32>, String) {
@@ -293,7 +267,7 @@ fn a_preempted_spot_machine_is_replaced_and_the_run_repeated() {
         "ec2.terminate_instances(InstanceIds=['{}'])",
         first[0]
     ));
-    kill_ssh_masters(s.sshd.port);
+    assert!(common::kill_ssh_masters(s.sshd.port) > 0);
     let out = child.wait_with_output().unwrap();
     let err: String = _rx.try_iter().collect::<Vec<_>>().join("\n");
     assert!(out.status.success(), "{err}");
@@ -309,26 +283,6 @@ fn a_preempted_spot_machine_is_replaced_and_the_run_repeated() {
             .any(|(_, p, m)| p["lr"] == 0.7 && m["acc"] == 35.0),
         "{exps:?}"
     );
-}
-
-fn kill_ssh_masters(port: u16) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmd = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&str> = cmd.split('\0').collect();
-        let ours = args
-            .iter()
-            .any(|a| a.contains(&format!("nc 127.0.0.1 {port}")))
-            || std::fs::read_to_string(e.path().join("cmdline"))
-                .unwrap_or_default()
-                .contains("dvc-exec-ssh");
-        if args.first() == Some(&"ssh") && args.contains(&"-M") && ours {
-            let pid: i32 = e.file_name().to_string_lossy().parse().unwrap();
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            n += 1;
-        }
-    }
-    n
 }
 
 #[test]

@@ -3,9 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -54,37 +53,11 @@ fn exp_run(s: &Setup, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// Start dvc-exec and wait until its stderr says the run is running; the rest of stderr is
-/// collected in the background.
+/// Start dvc-exec and wait until its stderr says the run is running.
 fn spawn_until_running(s: &Setup, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = s
-        .env
-        .dvc_exec(&s.project.root)
-        .args(["exp", "run"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the run never started; stderr so far: {seen:?}"));
-        let started = line.contains("is running on");
-        seen.push(line);
-        if started {
-            break;
-        }
-    }
-    (child, rx)
+    let mut cmd = s.env.dvc_exec(&s.project.root);
+    cmd.args(["exp", "run"]).args(args);
+    common::spawn_until(cmd, "is running on")
 }
 
 fn assert_experiment(s: &Setup, lr: f64, acc: f64) {
@@ -338,30 +311,13 @@ fn killing_the_ssh_master_mid_run_loses_nothing() {
     let (child, _rx) = spawn_until_running(&s, &["-S", "lr=0.5", "-S", "sleep=4"]);
     // Kill every ssh master this test's client started (the control sockets carry its pid dir).
     std::thread::sleep(Duration::from_millis(500));
-    let killed = kill_ssh_masters(s.sshd.port);
+    let killed = common::kill_ssh_masters(s.sshd.port);
     assert!(killed > 0, "no ssh master found to kill");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_experiment(&s, 0.5, 25.0);
     // It reconnected: a second login.
     assert!(s.sshd.logins() >= 2);
-}
-
-fn kill_ssh_masters(port: u16) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmd = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&str> = cmd.split('\0').collect();
-        if args.first() == Some(&"ssh")
-            && args.contains(&"-M")
-            && args.contains(&port.to_string().as_str())
-        {
-            let pid: i32 = e.file_name().to_string_lossy().parse().unwrap();
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            n += 1;
-        }
-    }
-    n
 }
 
 #[test]

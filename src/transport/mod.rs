@@ -141,8 +141,9 @@ impl Transport {
         }
     }
 
-    /// Copy `files` (relative to `src_dir`) into `dst_dir`, skipping those the receiver has.
-    /// `upload` says which side is the machine. Returns the bytes rsync reports as sent or received.
+    /// Copy `files` (relative to `src_dir`) into `dst_dir`, skipping those the receiver has
+    /// (DVC cache objects: content-addressed, read-only). `upload` says which side is the
+    /// machine. Returns the bytes rsync reports on the wire.
     pub async fn copy_files(
         &self,
         upload: bool,
@@ -150,85 +151,20 @@ impl Transport {
         dst_dir: &Path,
         files: &[String],
     ) -> Result<u64> {
-        if files.is_empty() {
-            return Ok(0);
-        }
-        let side = |p: &Path| -> OsString {
-            let mut s = OsString::new();
-            if let Some((_, host)) = self.rsync_remote() {
-                s.push(host);
-                s.push(":");
-            }
-            s.push(p.as_os_str());
-            s.push("/");
-            s
-        };
-        let (src, dst): (OsString, OsString) = if upload {
-            (with_slash(src_dir), side(dst_dir))
-        } else {
-            (side(src_dir), with_slash(dst_dir))
-        };
-        if !upload {
+        if !upload && !files.is_empty() {
             std::fs::create_dir_all(dst_dir)
                 .with_context(|| format!("cannot create {}", dst_dir.display()))?;
         }
-        let mut cmd = Command::new("rsync");
-        cmd.arg("-rlt")
-            .arg("--ignore-existing")
-            .arg("--ignore-missing-args")
-            .arg("--chmod=F0444")
-            .arg("--stats")
-            .arg("--from0")
-            .arg("--files-from=-");
-        if let Some((ssh, _)) = self.rsync_remote() {
-            cmd.arg("-e").arg(ssh);
-        }
-        cmd.arg(src).arg(dst);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::failed("cannot run rsync")
-                .source(e)
-                .hint("install rsync on this machine (apt-get install rsync, brew install rsync)")
-        })?;
-        let mut list = Vec::new();
-        for f in files {
-            list.extend_from_slice(f.as_bytes());
-            list.push(0);
-        }
-        let mut stdin = child.stdin.take().expect("piped");
-        let feed = async move {
-            use tokio::io::AsyncWriteExt;
-            let r = stdin.write_all(&list).await;
-            drop(stdin);
-            r
-        };
-        let (fed, out) = tokio::join!(feed, child.wait_with_output());
-        let out = out.context("rsync did not run")?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            let dir = if upload { dst_dir } else { src_dir };
-            let mut e = Error::failed(format!(
-                "copying DVC cache objects {} {} failed",
-                if upload { "to" } else { "from" },
-                self.describe()
-            ))
-            .source(std::io::Error::other(err.clone()));
-            if err.contains("No space left") {
-                e = e.hint(format!(
-                    "the disk is full at {}; free space there and run again",
-                    dir.display()
-                ));
-            }
-            return Err(e);
-        }
-        fed.context("cannot give rsync its file list")?;
-        Ok(parse_rsync_bytes(
-            &String::from_utf8_lossy(&out.stdout),
+        let what = "DVC cache objects";
+        self.rsync(
             upload,
-        ))
+            src_dir,
+            dst_dir,
+            files,
+            &["--ignore-existing", "--chmod=F0444"],
+            what,
+        )
+        .await
     }
 
     /// Mirror `paths` (files or directories, relative to the roots) from one side to the other
@@ -240,6 +176,20 @@ impl Transport {
         src_root: &Path,
         dst_root: &Path,
         paths: &[String],
+    ) -> Result<u64> {
+        self.rsync(upload, src_root, dst_root, paths, &["--delete"], "files")
+            .await
+    }
+
+    /// rsync `paths` (relative to the roots, given on stdin) through the SSH master.
+    async fn rsync(
+        &self,
+        upload: bool,
+        src_root: &Path,
+        dst_root: &Path,
+        paths: &[String],
+        extra: &[&str],
+        what: &str,
     ) -> Result<u64> {
         if paths.is_empty() {
             return Ok(0);
@@ -262,12 +212,12 @@ impl Transport {
         let mut cmd = Command::new("rsync");
         cmd.args([
             "-rlt",
-            "--delete",
             "--ignore-missing-args",
             "--stats",
             "--from0",
             "--files-from=-",
-        ]);
+        ])
+        .args(extra);
         if let Some((ssh, _)) = self.rsync_remote() {
             cmd.arg("-e").arg(ssh);
         }
@@ -293,17 +243,26 @@ impl Transport {
             drop(stdin);
             r
         };
-        let (_, out) = tokio::join!(feed, child.wait_with_output());
+        let (fed, out) = tokio::join!(feed, child.wait_with_output());
         let out = out.context("rsync did not run")?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(Error::failed(format!(
-                "copying files {} {} failed",
+            let dir = if upload { dst_root } else { src_root };
+            let mut e = Error::failed(format!(
+                "copying {what} {} {} failed",
                 if upload { "to" } else { "from" },
                 self.describe()
             ))
-            .source(std::io::Error::other(err)));
+            .source(std::io::Error::other(err.clone()));
+            if err.contains("No space left") {
+                e = e.hint(format!(
+                    "the disk is full at {}; free space there and run again",
+                    dir.display()
+                ));
+            }
+            return Err(e);
         }
+        fed.context("cannot give rsync its file list")?;
         Ok(parse_rsync_bytes(
             &String::from_utf8_lossy(&out.stdout),
             upload,

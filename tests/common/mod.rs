@@ -505,3 +505,59 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Start `cmd` with stderr piped and wait until a line contains `needle`; the rest of stderr
+/// arrives on the returned channel.
+pub fn spawn_until(mut cmd: Command, needle: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("never saw {needle:?}; stderr so far: {seen:?}");
+        };
+        let hit = line.contains(needle);
+        seen.push(line);
+        if hit {
+            return (child, rx);
+        }
+    }
+}
+
+/// Kill the SSH master connections that reach `port` (directly, or through a ProxyCommand in a
+/// generated ssh_config); returns how many.
+pub fn kill_ssh_masters(port: u16) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&str> = cmd.split('\0').collect();
+        if args.first() != Some(&"ssh") || !args.contains(&"-M") {
+            continue;
+        }
+        let port_s = port.to_string();
+        let via_config = args
+            .windows(2)
+            .find(|w| w[0] == "-F")
+            .and_then(|w| std::fs::read_to_string(w[1]).ok())
+            .is_some_and(|c| c.contains(&format!(" {port_s}")));
+        if args.contains(&port_s.as_str()) || via_config {
+            let pid: i32 = e.file_name().to_string_lossy().parse().unwrap();
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            n += 1;
+        }
+    }
+    n
+}
