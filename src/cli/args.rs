@@ -44,6 +44,18 @@ pub enum Command {
     Attach(RunIdArgs),
     /// Fetch the results of a finished run into the project.
     Collect(CollectArgs),
+    /// List runs: detached, running, finished and collected, from any terminal.
+    Runs,
+    /// Show a run's log (--follow: live, until it ends).
+    Logs {
+        /// The run id (or a unique prefix).
+        run: String,
+        /// Keep following until the run ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop a run on its executor and release its machine.
+    Cancel(RunIdArgs),
     /// Remove cloud machines, key pairs and security groups that dvc-exec created and no run uses.
     Gc(GcArgs),
     /// Make `dvc exp run --executor NAME` work in DVC's own command line.

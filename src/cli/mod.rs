@@ -119,6 +119,16 @@ fn dispatch_rest(cli: Cli, ui: Ui) -> Result<()> {
             Ok(())
         }
         Command::Gc(a) => gc(a, ui),
+        Command::Runs => list_runs(ui),
+        Command::Logs { run, follow } => runtime()?.block_on(run::logs(&run, follow, ui)),
+        Command::Cancel(a) => {
+            let msg = runtime()?.block_on(run::cancel_run(&a.run, ui))?;
+            ui.result(
+                json!({"run": a.run, "state": "cancelled", "message": msg}),
+                &msg,
+            );
+            Ok(())
+        }
         Command::Shim(cmd) => shim_command(cmd, ui),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
@@ -370,4 +380,68 @@ fn shim_command(cmd: args::ShimCommand, ui: Ui) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn list_runs(ui: Ui) -> Result<()> {
+    let runs = run::state::RunRecord::all()?;
+    let now = run::state::now();
+    if ui.json {
+        ui.event(
+            json!({"event": "result", "runs": runs.iter().map(|r| json!({
+            "id": r.id, "executor": r.executor, "machine": r.machine, "name": r.name,
+            "state": r.state, "started": r.started, "ended": r.ended, "exit_code": r.exit_code,
+            "project": r.project_root, "mode": r.mode,
+        })).collect::<Vec<_>>()}),
+        );
+        return Ok(());
+    }
+    let mut rows = vec![
+        [
+            "RUN",
+            "EXECUTOR",
+            "MACHINE",
+            "EXPERIMENT",
+            "STATE",
+            "STARTED",
+            "DURATION",
+            "EXIT",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in &runs {
+        let dur = r.ended.unwrap_or(now).saturating_sub(r.started);
+        rows.push(vec![
+            r.id.clone(),
+            r.executor.clone(),
+            r.machine.clone(),
+            r.name.clone().unwrap_or_else(|| "-".into()),
+            r.state.clone(),
+            format!("{} ago", human_secs(now.saturating_sub(r.started))),
+            human_secs(dur),
+            r.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(())
+}
+
+fn human_secs(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
 }

@@ -345,6 +345,7 @@ async fn run_on(
         started: state::now(),
         exit_code: None,
         name: None,
+        ended: None,
     });
 
     // Ctrl-C before the run has started: nothing remote to stop, only the run directory.
@@ -616,6 +617,16 @@ pub(crate) async fn follow(
 ) -> Result<Ended> {
     let mut offset: u64 = 0;
     let mut tail = LogTail::default();
+    // A local copy of the log, written at the same offsets (a resumed follow rewrites, never
+    // duplicates).
+    let mut local_log = record.log_path().ok().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(p)
+            .ok()
+    });
     let mut lost_since: Option<Instant> = None;
     loop {
         let mut cmd = transport.helper_command(&[
@@ -641,6 +652,12 @@ pub(crate) async fn follow(
             let n = stdout.read(&mut buf).await.unwrap_or(0);
             if n == 0 {
                 break;
+            }
+            if let Some(f) = local_log.as_mut() {
+                use std::io::{Seek, SeekFrom, Write};
+                let _ = f
+                    .seek(SeekFrom::Start(offset))
+                    .and_then(|_| f.write_all(&buf[..n]));
             }
             offset += n as u64;
             lost_since = None;
@@ -780,9 +797,8 @@ pub async fn follow_and_collect(
                         _ => "it stopped on SIGINT",
                     };
                     let _ = transport.helper(&["cleanup".into(), record.workdir.clone(), record.id.clone()]).await;
-                    record.state = "cancelled".into();
                     record.exit_code = Some(130);
-                    record.save()?;
+                    record.end("cancelled")?;
                     return Err(Error::interrupted(format!(
                         "cancelled run {} on {}: {how}; nothing is left running there",
                         record.id, record.executor
@@ -801,8 +817,7 @@ pub async fn follow_and_collect(
     record.exit_code = Some(ended.code);
     record.name = ended.name.clone();
     if ended.code != 0 {
-        record.state = "failed".into();
-        record.save()?;
+        record.end("failed")?;
         let _ = transport
             .helper(&["cleanup".into(), record.workdir.clone(), record.id.clone()])
             .await;
@@ -823,8 +838,7 @@ pub async fn follow_and_collect(
         }
         return Err(e);
     }
-    record.state = "finished".into();
-    record.save()?;
+    record.end("finished")?;
     collect(transport, record, ui).await
 }
 
@@ -1114,8 +1128,7 @@ pub async fn collect_run(id: &str, ui: Ui) -> Result<Outcome> {
             }
             record.exit_code = Some(code);
             if code != 0 {
-                record.state = "failed".into();
-                record.save()?;
+                record.end("failed")?;
                 Err(Error::run_failed(
                     code,
                     format!("run {} failed with exit code {code}", record.id),
@@ -1134,4 +1147,78 @@ pub async fn collect_run(id: &str, ui: Ui) -> Result<Outcome> {
         release(&*provider, &machine, &ui).await;
     }
     result
+}
+
+/// `dvc-exec cancel RUN`: stop a run on its executor, remove its directory there, release its
+/// machine.
+pub async fn cancel_run(id: &str, ui: Ui) -> Result<String> {
+    let mut record = RunRecord::load(id)?;
+    if !matches!(record.state.as_str(), "running" | "starting" | "finished") {
+        return Err(Error::usage(format!(
+            "run {} is {}; there is nothing to cancel",
+            record.id, record.state
+        )));
+    }
+    let (provider, machine, transport) = reconnect(&record).await?;
+    let reply = transport
+        .helper_ok(
+            "stopping the run",
+            &[
+                "cancel".into(),
+                record.workdir.clone(),
+                record.id.clone(),
+                "10".into(),
+            ],
+        )
+        .await?;
+    let _ = transport
+        .helper(&["cleanup".into(), record.workdir.clone(), record.id.clone()])
+        .await;
+    transport.close().await;
+    record.exit_code.get_or_insert(130);
+    record.end("cancelled")?;
+    release(&*provider, &machine, &ui).await;
+    Ok(match reply.get("state") {
+        Some("killed") => format!(
+            "cancelled run {}: killed it after it ignored SIGINT for 10 s",
+            record.id
+        ),
+        Some("gone") => format!(
+            "run {} had already ended; removed it from {}",
+            record.id, record.executor
+        ),
+        _ => format!("cancelled run {}: it stopped on SIGINT", record.id),
+    })
+}
+
+/// `dvc-exec logs RUN [--follow]`: the run's log, from the executor while it runs, else the
+/// local copy kept when it was followed.
+pub async fn logs(id: &str, follow_live: bool, ui: Ui) -> Result<()> {
+    let record = RunRecord::load(id)?;
+    if record.state == "running" || record.state == "starting" {
+        let (provider, machine, mut transport) = reconnect(&record).await?;
+        if follow_live {
+            let r = follow(&mut transport, &*provider, &machine, &record, &ui).await;
+            transport.close().await;
+            r?;
+        } else {
+            let reply = transport
+                .helper_ok(
+                    "reading the log",
+                    &["cat-log".into(), record.workdir.clone(), record.id.clone()],
+                )
+                .await?;
+            transport.close().await;
+            ui.log(reply.stdout.as_bytes());
+        }
+        return Ok(());
+    }
+    let path = record.log_path()?;
+    let text = std::fs::read(&path).map_err(|e| {
+        Error::failed(format!("no log is kept for run {}", record.id))
+            .source(e)
+            .hint("logs are kept for runs this machine followed (foreground runs, attach)")
+    })?;
+    ui.log(&text);
+    Ok(())
 }

@@ -364,6 +364,7 @@ pub async fn run_stage(executor: Option<String>, cmd: Vec<String>, ui: Ui) -> Re
             started: state::now(),
             exit_code: None,
             name: None,
+            ended: None,
         };
         ui.phase("run", &format!("stage {address} is running on {}", exec.name));
         let ended = tokio::select! {

@@ -41,6 +41,9 @@ pub struct RunRecord {
     pub exit_code: Option<i32>,
     /// The experiment's name, once known.
     pub name: Option<String>,
+    /// Unix seconds when it ended, once known.
+    #[serde(default)]
+    pub ended: Option<u64>,
 }
 
 /// The directory of run records.
@@ -62,6 +65,20 @@ impl RunRecord {
         let text = serde_json::to_string_pretty(self).expect("a run record serializes");
         std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The local copy of the run's log (kept after the run's directory on the executor is gone).
+    pub fn log_path(&self) -> Result<PathBuf> {
+        Ok(runs_dir()?.join(format!("{}.log", self.id)))
+    }
+
+    /// Mark the run as ended in `state` and save it.
+    pub fn end(&mut self, state: &str) -> Result<()> {
+        self.state = state.into();
+        if self.ended.is_none() {
+            self.ended = Some(now());
+        }
+        self.save()
     }
 
     /// Load one run by id (or a unique prefix of it).

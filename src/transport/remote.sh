@@ -305,6 +305,14 @@ cmd_cancel() {
   [ -e "$rundir/exit" ] || { printf '130\n' > "$rundir/exit"; }
 }
 
+cmd_cat_log() {
+  # cat-log WORKDIR RUN: the log so far.
+  local workdir
+  workdir=$(expand_workdir "$1")
+  [ -f "$workdir/runs/$2/log" ] || die "no run $2 on this host"
+  cat "$workdir/runs/$2/log"
+}
+
 cmd_cleanup() {
   # cleanup WORKDIR RUN: remove the run's directory.
   local workdir run
@@ -337,6 +345,7 @@ case "$sub" in
   cleanup) cmd_cleanup "$@" ;;
   bootstrap-status) cmd_bootstrap_status "$@" ;;
   exec-start) cmd_exec_start "$@" ;;
+  cat-log) cmd_cat_log "$@" ;;
   remove-paths) cmd_remove_paths "$@" ;;
   *) die "unknown subcommand '$sub'" ;;
 esac
