@@ -435,3 +435,68 @@ fn the_watchdog_shuts_down_idle_and_overdue_machines() {
         "{log}"
     );
 }
+
+#[test]
+fn machine_up_list_ssh_and_down() {
+    let s = setup(&[]);
+    let out = s
+        .env
+        .dvc_exec(&s.project.root)
+        .args(["machine", "up", "-n", "2", "cloud"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let running = s.moto.running();
+    assert_eq!(running.len(), 2, "{:?}", s.moto.instances());
+    for id in &running {
+        assert!(tags_of(&s, id).contains("\"dvc-exec:keep\": \"true\""));
+    }
+    let list = stdout(
+        &s.env
+            .dvc_exec(&s.project.root)
+            .args(["machine", "list"])
+            .output()
+            .unwrap(),
+    );
+    for id in &running {
+        assert!(
+            list.lines()
+                .any(|l| l.contains(id) && l.contains("running") && l.contains("cloud")),
+            "{list}"
+        );
+    }
+    // A run uses a hot machine and leaves it up.
+    let out = exp_run(&s, &["-S", "lr=0.9"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("reusing the running machine"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.moto.running().len(), 2);
+    // A shell command on it, with the pinned host key.
+    let out = s
+        .env
+        .dvc_exec(&s.project.root)
+        .args([
+            "machine",
+            "ssh",
+            &running[0],
+            "--",
+            "echo",
+            "hello from the machine",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "hello from the machine");
+    // Down: all of the executor's machines.
+    let out = s
+        .env
+        .dvc_exec(&s.project.root)
+        .args(["machine", "down", "cloud"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.moto.running().is_empty(), "{:?}", s.moto.instances());
+}

@@ -58,11 +58,45 @@ pub enum Command {
     Cancel(RunIdArgs),
     /// Remove cloud machines, key pairs and security groups that dvc-exec created and no run uses.
     Gc(GcArgs),
+    /// Hot machines: bring them up, list them, take them down, open a shell.
+    #[command(subcommand)]
+    Machine(MachineCommand),
     /// Make `dvc exp run --executor NAME` work in DVC's own command line.
     #[command(subcommand)]
     Shim(ShimCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+}
+
+/// `machine ...`
+#[derive(Debug, Subcommand)]
+pub enum MachineCommand {
+    /// Bring N machines of a cloud executor up and keep them (hot).
+    Up {
+        /// How many.
+        #[arg(short = 'n', long = "count", default_value_t = 1)]
+        count: usize,
+        /// The executor.
+        executor: String,
+    },
+    /// Every machine of the configured executors.
+    List,
+    /// Terminate the machines of an executor, one machine, or all of them.
+    Down {
+        /// An executor or a machine id.
+        target: Option<String>,
+        /// Every machine dvc-exec created.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Open a shell (or run a command) on a machine, with its pinned host key.
+    Ssh {
+        /// An executor or a machine id.
+        target: String,
+        /// A command to run instead of a shell, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
 }
 
 /// `shim ...`

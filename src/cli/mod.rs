@@ -2,6 +2,7 @@
 
 pub mod args;
 mod executor;
+mod machine;
 
 use clap::{CommandFactory, Parser};
 use serde_json::json;
@@ -130,6 +131,7 @@ fn dispatch_rest(cli: Cli, ui: Ui) -> Result<()> {
             Ok(())
         }
         Command::Shim(cmd) => shim_command(cmd, ui),
+        Command::Machine(cmd) => machine::run(cmd, ui),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
             clap_complete::generate(a.shell, &mut cmd, "dvc-exec", &mut std::io::stdout());

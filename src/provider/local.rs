@@ -25,6 +25,8 @@ impl LocalProvider {
             address: Address::Local,
             owned: false,
             keep: true,
+            state: Some(MachineState::Running),
+            launched: None,
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Machine {
     pub owned: bool,
     /// Whether it is kept between runs (a hot machine).
     pub keep: bool,
+    /// Its state, where the provider reports one.
+    pub state: Option<MachineState>,
+    /// When it was launched (unix seconds), where known.
+    pub launched: Option<u64>,
 }
 
 /// What a provider needs to know about the project it serves.
@@ -111,6 +115,29 @@ pub trait Provider: Send + Sync {
     /// part-way through a launch). Idempotent.
     async fn abort(&self, _run_id: &str) -> Result<()> {
         Ok(())
+    }
+
+    /// Create a new machine that is kept between runs (`dvc-exec machine up`).
+    async fn create(&self, _run_id: &str, _ui: &Ui) -> Result<Machine> {
+        Err(Error::usage(format!(
+            "executor {:?} is of type {}: its machines are not created by dvc-exec",
+            self.executor().name,
+            self.executor().kind
+        ))
+        .hint("machine up is for cloud executors (type aws)"))
+    }
+
+    /// Start a stopped machine again.
+    async fn start(&self, machine: &Machine, _ui: &Ui) -> Result<Machine> {
+        Ok(machine.clone())
+    }
+
+    /// Destroy a machine dvc-exec created (`dvc-exec machine down`), kept or not.
+    async fn destroy(&self, machine: &Machine) -> Result<()> {
+        Err(Error::usage(format!(
+            "{} was not created by dvc-exec; it is left alone",
+            machine.id
+        )))
     }
 
     /// What the machine cost, where the provider knows its price (for a closing note).

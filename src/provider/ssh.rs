@@ -28,6 +28,8 @@ impl SshProvider {
             address: Address::Ssh(target),
             owned: false,
             keep: true,
+            state: Some(MachineState::Running),
+            launched: None,
         })
     }
 }

@@ -212,6 +212,15 @@ impl AwsProvider {
             )),
             owned: true,
             keep,
+            state: Some(match i.state().and_then(|s| s.name()) {
+                Some(InstanceStateName::Running) => MachineState::Running,
+                Some(InstanceStateName::Pending) => MachineState::Pending,
+                Some(InstanceStateName::Stopped | InstanceStateName::Stopping) => {
+                    MachineState::Stopped
+                }
+                _ => MachineState::Gone,
+            }),
+            launched: i.launch_time().map(|t| t.secs().max(0) as u64),
         }
     }
 
@@ -682,6 +691,15 @@ impl AwsProvider {
         Err(last_error.unwrap_or_else(|| Error::failed("launching the instance failed")))
     }
 
+    /// Wait until the machine answers on SSH and its bootstrap is done.
+    async fn ready(&self, machine: &Machine, ui: &Ui) -> Result<()> {
+        if let Address::Ssh(target) = &machine.address {
+            let workdir = cloud::remote_workdir(&self.executor, &self.user());
+            cloud::wait_until_ready(target, &workdir, ui, Duration::from_secs(1200)).await?;
+        }
+        Ok(())
+    }
+
     async fn terminate(&self, id: &str) -> Result<()> {
         match self
             .client()
@@ -808,16 +826,11 @@ impl Provider for AwsProvider {
             }
         };
         let machine = self.machine_of(&instance, &keys);
-        if let Address::Ssh(target) = &machine.address {
-            let workdir = cloud::remote_workdir(&self.executor, &self.user());
-            if let Err(e) =
-                cloud::wait_until_ready(target, &workdir, ui, Duration::from_secs(1200)).await
-            {
-                if !machine.keep || pick.is_none() {
-                    let _ = self.terminate(&machine.id).await;
-                }
-                return Err(e);
+        if let Err(e) = self.ready(&machine, ui).await {
+            if !machine.keep || pick.is_none() {
+                let _ = self.terminate(&machine.id).await;
             }
+            return Err(e);
         }
         Ok(machine)
     }
@@ -863,6 +876,35 @@ impl Provider for AwsProvider {
 
     fn cleanup_command(&self, machine: &Machine) -> Option<String> {
         Some(self.terminate_command(&machine.id))
+    }
+
+    async fn create(&self, run_id: &str, ui: &Ui) -> Result<Machine> {
+        let keys = ExecutorKeys::load_or_create(&self.executor.name)?;
+        let id = self.launch(run_id, ui, &keys).await?;
+        ui.note(&format!("launched {id}"));
+        let instance = self.wait_running(&id, ui).await?;
+        let machine = self.machine_of(&instance, &keys);
+        self.ready(&machine, ui).await?;
+        Ok(machine)
+    }
+
+    async fn start(&self, machine: &Machine, ui: &Ui) -> Result<Machine> {
+        let keys = ExecutorKeys::load_or_create(&self.executor.name)?;
+        if machine.state == Some(MachineState::Stopped) {
+            self.client()
+                .await
+                .start_instances()
+                .instance_ids(&machine.id)
+                .send()
+                .await
+                .map_err(|e| ec2_error(&format!("starting {}", machine.id), e))?;
+        }
+        let instance = self.wait_running(&machine.id, ui).await?;
+        Ok(self.machine_of(&instance, &keys))
+    }
+
+    async fn destroy(&self, machine: &Machine) -> Result<()> {
+        self.terminate(&machine.id).await
     }
 
     fn cost_note(&self, machine: &Machine) -> Option<String> {
