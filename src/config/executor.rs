@@ -98,8 +98,14 @@ pub struct Executor {
     pub env: Vec<(String, String)>,
     /// How data reaches the executor.
     pub data: DataMode,
-    /// SSH settings, for `ssh` executors.
+    /// SSH settings, for `ssh` executors (the first host of a pool).
     pub ssh: Option<SshTarget>,
+    /// Every host of an `ssh` executor (one, or a `hosts` pool).
+    pub ssh_hosts: Vec<SshTarget>,
+    /// Runs a host takes at once, when leased (`hosts` or `slots` set).
+    pub slots: Option<u32>,
+    /// Each slot is a GPU.
+    pub slot_gpus: bool,
     /// Cloud settings, for cloud executors.
     pub cloud: Option<CloudSettings>,
     /// The merged raw keys, for display.
@@ -178,13 +184,23 @@ impl Executor {
                 .unwrap_or(default)
         };
 
+        let hosts: Vec<String> = get("hosts")
+            .map(|h| {
+                h.split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         let ssh = if kind == ExecutorType::Ssh {
-            let host = get("host").ok_or_else(|| {
-                let at = type_setting.origin.clone();
-                Error::usage(format!("{at}: ssh executor {name:?} has no `host`")).hint(format!(
-                    "set it: dvc-exec executor modify {name} host HOSTNAME"
-                ))
-            })?;
+            let host = get("host")
+                .or_else(|| hosts.first().cloned())
+                .ok_or_else(|| {
+                    let at = type_setting.origin.clone();
+                    Error::usage(format!("{at}: ssh executor {name:?} has no `host`")).hint(
+                        format!("set it: dvc-exec executor modify {name} host HOSTNAME"),
+                    )
+                })?;
             Some(SshTarget {
                 host,
                 user: get("user"),
@@ -198,6 +214,41 @@ impl Executor {
             None
         };
 
+        let mut ssh_hosts = Vec::new();
+        if let Some(base) = &ssh {
+            if hosts.is_empty() {
+                ssh_hosts.push(base.clone());
+            }
+            for h in &hosts {
+                let (user, rest) = match h.split_once('@') {
+                    Some((u, r)) => (Some(u.to_string()), r),
+                    None => (base.user.clone(), h.as_str()),
+                };
+                let (host, port) = match rest.rsplit_once(':') {
+                    Some((h2, p)) if !h2.contains(':') => {
+                        let port: u16 = p.parse().map_err(|_| {
+                            let at = raw
+                                .keys
+                                .get("hosts")
+                                .map(|s| s.origin.to_string())
+                                .unwrap_or_default();
+                            Error::usage(format!(
+                                "{at}: bad port {p:?} in `hosts` of executor {name:?}"
+                            ))
+                            .hint("write hosts as: a, b:2222, user@c")
+                        })?;
+                        (h2.to_string(), Some(port))
+                    }
+                    _ => (rest.to_string(), base.port),
+                };
+                ssh_hosts.push(SshTarget {
+                    host,
+                    user,
+                    port,
+                    ..base.clone()
+                });
+            }
+        }
         let cloud = if kind.is_cloud() {
             Some(CloudSettings {
                 region: get("region"),
@@ -236,7 +287,12 @@ impl Executor {
                 Some("pull") => DataMode::Pull,
                 _ => DataMode::Copy,
             },
+            slots: get("slots")
+                .map(|n| n.parse().expect("checked"))
+                .or_else(|| (!hosts.is_empty()).then_some(1)),
+            slot_gpus: bool_of("slot_gpus", false),
             ssh,
+            ssh_hosts,
             cloud,
             raw: raw.clone(),
         })
@@ -245,6 +301,15 @@ impl Executor {
     /// A one-line summary for `executor list`.
     pub fn summary(&self) -> String {
         match (&self.ssh, &self.cloud) {
+            (Some(_), _) if self.ssh_hosts.len() > 1 => format!(
+                "{} hosts: {}",
+                self.ssh_hosts.len(),
+                self.ssh_hosts
+                    .iter()
+                    .map(|h| h.display())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             (Some(ssh), _) => ssh.display(),
             (_, Some(c)) => {
                 let mut parts = Vec::new();

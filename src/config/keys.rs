@@ -58,6 +58,8 @@ pub enum ValueKind {
     Text,
     /// A TCP port.
     Port,
+    /// A whole number of at least 1.
+    Count,
     /// true/false.
     Bool,
     /// A size with a unit (`100G`).
@@ -148,6 +150,27 @@ pub const KEYS: &[KeyDef] = &[
         kind: ValueKind::Text,
         secret: false,
         doc: "the host name or ~/.ssh/config alias",
+    },
+    KeyDef {
+        name: "hosts",
+        types: &[Ssh],
+        kind: ValueKind::Text,
+        secret: false,
+        doc: "a pool of hosts instead of one: a, b:2222, user@c (each run leases an idle one)",
+    },
+    KeyDef {
+        name: "slots",
+        types: &[Ssh],
+        kind: ValueKind::Count,
+        secret: false,
+        doc: "how many runs a host takes at once (leased; default 1 for pools)",
+    },
+    KeyDef {
+        name: "slot_gpus",
+        types: &[Ssh],
+        kind: ValueKind::Bool,
+        secret: false,
+        doc: "each slot is a GPU: runs get CUDA_VISIBLE_DEVICES set to their slot",
     },
     KeyDef {
         name: "user",
@@ -436,6 +459,14 @@ pub fn check_value(def: &KeyDef, value: &str) -> Result<(), String> {
                 .map_err(|_| format!("{v:?} is not a port number"))?;
             if p == 0 || p > 65535 {
                 return Err(format!("{v} is not a port number between 1 and 65535"));
+            }
+        }
+        ValueKind::Count => {
+            let n: u32 = v
+                .parse()
+                .map_err(|_| format!("{v:?} is not a whole number"))?;
+            if n == 0 {
+                return Err("it must be at least 1".into());
             }
         }
         ValueKind::Bool => {

@@ -27,6 +27,7 @@ impl LocalProvider {
             keep: true,
             state: Some(MachineState::Running),
             launched: None,
+            slot: None,
         }
     }
 }

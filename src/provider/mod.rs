@@ -7,6 +7,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod cloud;
+pub mod lease;
 pub mod local;
 pub mod ssh;
 
@@ -56,6 +57,8 @@ pub struct Machine {
     pub state: Option<MachineState>,
     /// When it was launched (unix seconds), where known.
     pub launched: Option<u64>,
+    /// The slot of the machine a run leased, when the executor has `slots`.
+    pub slot: Option<u32>,
 }
 
 /// What a provider needs to know about the project it serves.

@@ -350,7 +350,7 @@ async fn run_on(
 
     // Ctrl-C before the run has started: nothing remote to stop, only the run directory.
     let started = tokio::select! {
-        r = sync_and_start(req, ui, repo, snapshot, &transport, &workdir, project, run_id, setup) => r,
+        r = sync_and_start(req, ui, repo, snapshot, &transport, &workdir, project, run_id, setup, machine.slot) => r,
         _ = tokio::signal::ctrl_c() => {
             let _ = transport.helper(&["cleanup".into(), workdir.clone(), run_id.to_string()]).await;
             transport.close().await;
@@ -397,6 +397,15 @@ async fn run_on(
     }
     transport.close().await;
     outcome
+}
+
+/// The run's environment: the executor's `env`, and CUDA_VISIBLE_DEVICES for a GPU slot.
+pub(crate) fn run_env(exec: &Executor, slot: Option<u32>) -> Vec<String> {
+    let mut env: Vec<String> = exec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if let (Some(s), true) = (slot, exec.slot_gpus) {
+        env.push(format!("CUDA_VISIBLE_DEVICES={s}"));
+    }
+    env
 }
 
 /// The executor's setup_script, read now: it is sent along with the run.
@@ -469,6 +478,7 @@ async fn sync_and_start(
     project: &str,
     run_id: &str,
     setup: String,
+    slot: Option<u32>,
 ) -> Result<(u64, f64)> {
     let exec = &req.executor;
     let local_cache = cache::local_cache_dir(&req.paths)?;
@@ -516,9 +526,10 @@ async fn sync_and_start(
         repo.config("user.email").unwrap_or_default(),
         req.mode.as_str().into(),
         repo.subdir.clone(),
-        exec.env.len().to_string(),
     ];
-    args.extend(exec.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let env = run_env(exec, slot);
+    args.push(env.len().to_string());
+    args.extend(env);
     args.push("--".into());
     args.extend(req.dvc_args.iter().cloned());
     ui.phase(

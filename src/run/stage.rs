@@ -342,9 +342,10 @@ pub async fn run_stage(executor: Option<String>, cmd: Vec<String>, ui: Ui) -> Re
             run_id.clone(),
             cwd,
             setup,
-            exec.env.len().to_string(),
         ];
-        args.extend(exec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let env = super::run_env(&exec, machine.slot);
+        args.push(env.len().to_string());
+        args.extend(env);
         args.push("--".into());
         args.extend(cmd.iter().cloned());
         transport.helper_ok("starting the stage", &args).await?;

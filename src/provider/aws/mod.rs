@@ -221,6 +221,7 @@ impl AwsProvider {
                 _ => MachineState::Gone,
             }),
             launched: i.launch_time().map(|t| t.secs().max(0) as u64),
+            slot: None,
         }
     }
 

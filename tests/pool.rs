@@ -1,0 +1,123 @@
+//! A pool of SSH hosts: each run leases an idle host, across processes started at once.
+
+mod common;
+
+use common::{Project, Sshd, TestEnv, stderr, venv_setup_script};
+
+#[test]
+fn runs_started_at_once_never_share_a_host() {
+    let env = TestEnv::new();
+    // Two hosts with one host key and one login key, as machines of one pool usually have.
+    let keys = env.path().join("pool-keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for k in ["host", "client"] {
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(keys.join(k))
+            .status()
+            .unwrap();
+    }
+    let a = Sshd::start_with_keys(&env, "a", Some((&keys.join("host"), &keys.join("client"))));
+    let b = Sshd::start_with_keys(&env, "b", Some((&keys.join("host"), &keys.join("client"))));
+    let known = env.path().join("pool_known_hosts");
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(&a.known_hosts).unwrap(),
+        std::fs::read_to_string(&b.known_hosts).unwrap()
+    );
+    std::fs::write(&known, text).unwrap();
+    let p = Project::new(&env, "proj");
+    let script = venv_setup_script(&env);
+    env.ok(
+        env!("CARGO_BIN_EXE_dvc-exec"),
+        &[
+            "executor",
+            "add",
+            "-d",
+            "pool",
+            "ssh",
+            &format!("hosts=127.0.0.1:{}, root@127.0.0.1:{}", a.port, b.port),
+            "user=root",
+            &format!("keyfile={}", keys.join("client").display()),
+            &format!("known_hosts={}", known.display()),
+            &format!("workdir={}", env.path().join("pool-workdir").display()),
+            &format!("setup_script={}", script.display()),
+        ],
+        &p.root,
+    );
+    let list = env.ok(
+        env!("CARGO_BIN_EXE_dvc-exec"),
+        &["executor", "list"],
+        &p.root,
+    );
+    assert!(list.contains("2 hosts"), "{list}");
+
+    // Three runs at once on two hosts: two run side by side, the third waits for a free host.
+    let spawn = |lr: &str| {
+        env.dvc_exec(&p.root)
+            .args([
+                "exp",
+                "run",
+                "--no-apply",
+                "-S",
+                &format!("lr={lr}"),
+                "-S",
+                "sleep=2",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children = vec![spawn("0.1"), spawn("0.2"), spawn("0.3")];
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut hosts = Vec::new();
+    let mut waited = 0;
+    for o in &outs {
+        let err = stderr(o);
+        assert!(o.status.success(), "{err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("connecting to pool"))
+            .unwrap()
+            .to_string();
+        hosts.push(line);
+        if err.contains("busy; waiting") {
+            waited += 1;
+        }
+    }
+    assert_eq!(
+        waited, 1,
+        "exactly one run waited for a free host: {hosts:?}"
+    );
+    assert!(
+        hosts.iter().any(|h| h.contains(&a.port.to_string())),
+        "{hosts:?}"
+    );
+    assert!(
+        hosts.iter().any(|h| h.contains(&b.port.to_string())),
+        "{hosts:?}"
+    );
+    // Each host's log shows runs one after another, never two at once: the two that ran at
+    // once were on different hosts.
+    let first_two: Vec<&String> = hosts
+        .iter()
+        .zip(&outs)
+        .filter(|(_, o)| !stderr(o).contains("busy; waiting"))
+        .map(|(h, _)| h)
+        .collect();
+    assert_ne!(
+        first_two[0], first_two[1],
+        "two runs shared a host: {hosts:?}"
+    );
+    let exps = p.experiments(&env);
+    for lr in [0.1, 0.2, 0.3] {
+        assert!(
+            exps.iter().any(|(_, params, _)| params["lr"] == lr),
+            "{exps:?}"
+        );
+    }
+}
