@@ -16,6 +16,8 @@ pub struct Ui {
     pub json: bool,
     /// Human mode: print nothing but the experiment's output and errors.
     pub quiet: bool,
+    /// Do not print the experiment's output (runs side by side keep it in their logs).
+    pub mute_log: bool,
 }
 
 impl Ui {
@@ -48,6 +50,9 @@ impl Ui {
 
     /// Bytes of the experiment's log, as they arrive.
     pub fn log(&self, bytes: &[u8]) {
+        if self.mute_log {
+            return;
+        }
         if self.json {
             let text = String::from_utf8_lossy(bytes);
             for line in text.split_inclusive('\n') {

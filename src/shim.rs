@@ -81,7 +81,7 @@ pub fn route(args: &[OsString]) -> Route {
         .take(2)
         .collect();
     match words.as_slice() {
-        ["exp", "run", ..] | ["repro", ..] => Route::Ours(args.to_vec()),
+        ["exp", "run", ..] | ["repro", ..] | ["queue", "start", ..] => Route::Ours(args.to_vec()),
         _ => Route::Dvc,
     }
 }

@@ -2,49 +2,14 @@
 
 mod common;
 
-use common::{Project, Sshd, TestEnv, stderr, venv_setup_script};
+use common::{Project, TestEnv, ssh_pool, stderr};
 
 #[test]
 fn runs_started_at_once_never_share_a_host() {
     let env = TestEnv::new();
-    // Two hosts with one host key and one login key, as machines of one pool usually have.
-    let keys = env.path().join("pool-keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    for k in ["host", "client"] {
-        std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(keys.join(k))
-            .status()
-            .unwrap();
-    }
-    let a = Sshd::start_with_keys(&env, "a", Some((&keys.join("host"), &keys.join("client"))));
-    let b = Sshd::start_with_keys(&env, "b", Some((&keys.join("host"), &keys.join("client"))));
-    let known = env.path().join("pool_known_hosts");
-    let text = format!(
-        "{}{}",
-        std::fs::read_to_string(&a.known_hosts).unwrap(),
-        std::fs::read_to_string(&b.known_hosts).unwrap()
-    );
-    std::fs::write(&known, text).unwrap();
     let p = Project::new(&env, "proj");
-    let script = venv_setup_script(&env);
-    env.ok(
-        env!("CARGO_BIN_EXE_dvc-exec"),
-        &[
-            "executor",
-            "add",
-            "-d",
-            "pool",
-            "ssh",
-            &format!("hosts=127.0.0.1:{}, root@127.0.0.1:{}", a.port, b.port),
-            "user=root",
-            &format!("keyfile={}", keys.join("client").display()),
-            &format!("known_hosts={}", known.display()),
-            &format!("workdir={}", env.path().join("pool-workdir").display()),
-            &format!("setup_script={}", script.display()),
-        ],
-        &p.root,
-    );
+    let hosts = ssh_pool(&env, &p, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
     let list = env.ok(
         env!("CARGO_BIN_EXE_dvc-exec"),
         &["executor", "list"],

@@ -58,6 +58,9 @@ pub enum Command {
     Cancel(RunIdArgs),
     /// Remove cloud machines, key pairs and security groups that dvc-exec created and no run uses.
     Gc(GcArgs),
+    /// DVC's experiment queue, run over an executor's machines.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Hot machines: bring them up, list them, take them down, open a shell.
     #[command(subcommand)]
     Machine(MachineCommand),
@@ -66,6 +69,20 @@ pub enum Command {
     Shim(ShimCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+}
+
+/// `queue ...`
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Run every experiment `dvc exp run --queue` queued, N at a time, on the executor.
+    Start {
+        /// The executor (default: core.executor).
+        #[arg(short, long, value_name = "NAME")]
+        executor: Option<String>,
+        /// How many at once (default: the executor's machines, or 1).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+    },
 }
 
 /// `machine ...`

@@ -35,6 +35,7 @@ pub fn main_from(argv: Vec<std::ffi::OsString>) -> i32 {
     let ui = Ui {
         json: cli.json,
         quiet: cli.quiet,
+        mute_log: false,
     };
     match dispatch(cli, ui) {
         Ok(code) => code,
@@ -132,6 +133,34 @@ fn dispatch_rest(cli: Cli, ui: Ui) -> Result<()> {
         }
         Command::Shim(cmd) => shim_command(cmd, ui),
         Command::Machine(cmd) => machine::run(cmd, ui),
+        Command::Queue(args::QueueCommand::Start { executor, jobs }) => {
+            let paths = Paths::discover(&cwd()?);
+            let config = Config::load(paths.clone())?;
+            let name = match executor {
+                Some(n) => n,
+                None => config.default_name()?.to_string(),
+            };
+            let exec = config.executor(&name)?;
+            let jobs = jobs.unwrap_or_else(|| {
+                let hosts = exec.ssh_hosts.len().max(1);
+                hosts * exec.slots.unwrap_or(1) as usize
+            });
+            let (done, failed) = runtime()?.block_on(run::queue::start(exec, paths, jobs, ui))?;
+            ui.result(
+                json!({"done": done, "failed": failed}),
+                &format!("queue: {} done, {} failed", done.len(), failed.len()),
+            );
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::failed(format!(
+                    "{} queued experiments failed: {}",
+                    failed.len(),
+                    failed.join(", ")
+                ))
+                .hint("dvc-exec runs lists them; dvc-exec logs RUN shows why"))
+            }
+        }
         Command::Completions(a) => {
             let mut cmd = Cli::command();
             clap_complete::generate(a.shell, &mut cmd, "dvc-exec", &mut std::io::stdout());
@@ -240,6 +269,7 @@ fn run_command(a: RunArgs, mode: Mode, mut ui: Ui) -> Result<()> {
         mode,
         detach: a.detach,
         apply: !a.no_apply,
+        snapshot: None,
     };
     let outcome = runtime()?.block_on(run::execute(req, ui))?;
     if !a.detach {

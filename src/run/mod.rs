@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod git;
+pub mod queue;
 pub mod stage;
 pub mod state;
 
@@ -67,6 +68,8 @@ pub struct Request {
     pub detach: bool,
     /// Apply the results to the workspace.
     pub apply: bool,
+    /// Run this snapshot instead of the workspace (a queued experiment).
+    pub snapshot: Option<Snapshot>,
 }
 
 /// How a run ended.
@@ -182,7 +185,10 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
         })?
         .to_path_buf();
     let repo = Repo::open(&root)?;
-    let snapshot = repo.snapshot()?;
+    let snapshot = match &req.snapshot {
+        Some(s) => s.clone(),
+        None => repo.snapshot()?,
+    };
     let project = project_id(&repo, &root)?;
     let exec = &req.executor;
     let ctx = provider::Context {
@@ -673,7 +679,7 @@ pub(crate) async fn follow(
             offset += n as u64;
             lost_since = None;
             let lines = tail.push(&buf[..n]);
-            if ui.json {
+            if ui.json && !ui.mute_log {
                 for l in lines {
                     ui.event(json!({"event": "log", "line": l}));
                 }

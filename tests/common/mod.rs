@@ -561,3 +561,53 @@ pub fn kill_ssh_masters(port: u16) -> usize {
     }
     n
 }
+
+/// A pool of `n` test sshd hosts sharing one host key and one login key, added to the project
+/// as the default executor `pool` (`hosts = ...`).
+pub fn ssh_pool(env: &TestEnv, p: &Project, n: usize) -> Vec<Sshd> {
+    let keys = env.path().join("pool-keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for k in ["host", "client"] {
+        if !keys.join(k).exists() {
+            keygen(&keys.join(k));
+        }
+    }
+    let hosts: Vec<Sshd> = (0..n)
+        .map(|i| {
+            Sshd::start_with_keys(
+                env,
+                &format!("pool{i}"),
+                Some((&keys.join("host"), &keys.join("client"))),
+            )
+        })
+        .collect();
+    let known = env.path().join("pool_known_hosts");
+    let text: String = hosts
+        .iter()
+        .map(|h| std::fs::read_to_string(&h.known_hosts).unwrap())
+        .collect();
+    std::fs::write(&known, text).unwrap();
+    let list: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("127.0.0.1:{}", h.port))
+        .collect();
+    let script = venv_setup_script(env);
+    env.ok(
+        env!("CARGO_BIN_EXE_dvc-exec"),
+        &[
+            "executor",
+            "add",
+            "-d",
+            "pool",
+            "ssh",
+            &format!("hosts={}", list.join(", ")),
+            "user=root",
+            &format!("keyfile={}", keys.join("client").display()),
+            &format!("known_hosts={}", known.display()),
+            &format!("workdir={}", env.path().join("pool-workdir").display()),
+            &format!("setup_script={}", script.display()),
+        ],
+        &p.root,
+    );
+    hosts
+}

@@ -1,0 +1,85 @@
+//! DVC's experiment queue fanned out over a pool of SSH hosts.
+
+mod common;
+
+use common::{Project, TestEnv, ssh_pool, stderr, stdout};
+
+#[test]
+fn a_queue_of_six_runs_three_at_a_time_over_the_pool() {
+    let env = TestEnv::new();
+    let p = Project::new(&env, "proj");
+    let hosts = ssh_pool(&env, &p, 3);
+    env.ok("git", &["add", "-A"], &p.root);
+    env.ok("git", &["commit", "-qm", "pool executor"], &p.root);
+    for i in 1..=6 {
+        env.ok(
+            "dvc",
+            &[
+                "exp",
+                "run",
+                "--queue",
+                "-S",
+                &format!("lr=0.{i}"),
+                "-S",
+                "sleep=1",
+                "-n",
+                &format!("q{i}"),
+            ],
+            &p.root,
+        );
+    }
+    let out = env
+        .dvc_exec(&p.root)
+        .args(["queue", "start", "-j", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("queue: 6 queued, 0 running, 0 done, 0 failed")
+            || err.contains("running 6 queued experiments"),
+        "{err}"
+    );
+    assert!(
+        err.contains("queue: 0 queued, 0 running, 6 done, 0 failed"),
+        "{err}"
+    );
+
+    // All six are ordinary experiments with their own params and metrics.
+    let exps = p.experiments(&env);
+    for i in 1..=6 {
+        let lr = format!("0.{i}").parse::<f64>().unwrap();
+        let (_, params, metrics) = exps
+            .iter()
+            .find(|(n, _, _)| *n == format!("q{i}"))
+            .unwrap_or_else(|| panic!("q{i} missing: {exps:?}"));
+        assert_eq!(params["lr"], serde_json::json!(lr));
+        assert_eq!(
+            metrics["acc"],
+            serde_json::json!((lr * 50.0 * 1000.0).round() / 1000.0)
+        );
+    }
+    // The queue is empty.
+    let status = env.ok("dvc", &["queue", "status"], &p.root);
+    assert!(!status.contains("Queued"), "{status}");
+    // The runs were spread over the hosts.
+    let runs: serde_json::Value = serde_json::from_str(
+        stdout(
+            &env.dvc_exec(&p.root)
+                .args(["runs", "--json"])
+                .output()
+                .unwrap(),
+        )
+        .trim(),
+    )
+    .unwrap();
+    let machines: std::collections::BTreeSet<String> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["machine"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(machines.len(), hosts.len(), "{machines:?}");
+    // The workspace was not touched: queued experiments are not applied.
+    assert!(p.read("params.yaml").contains("lr: 0.1\n"));
+}
