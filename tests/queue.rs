@@ -83,3 +83,89 @@ fn a_queue_of_six_runs_three_at_a_time_over_the_pool() {
     // The workspace was not touched: queued experiments are not applied.
     assert!(p.read("params.yaml").contains("lr: 0.1\n"));
 }
+
+#[test]
+fn a_host_lost_mid_queue_loses_no_experiment() {
+    let env = TestEnv::new();
+    let p = Project::new(&env, "proj");
+    let mut hosts = ssh_pool(&env, &p, 2);
+    env.ok("git", &["add", "-A"], &p.root);
+    env.ok("git", &["commit", "-qm", "pool executor"], &p.root);
+    for i in 1..=4 {
+        env.ok(
+            "dvc",
+            &[
+                "exp",
+                "run",
+                "--queue",
+                "-S",
+                &format!("lr=0.{i}"),
+                "-S",
+                "sleep=3",
+                "-n",
+                &format!("q{i}"),
+            ],
+            &p.root,
+        );
+    }
+    let mut cmd = env.dvc_exec(&p.root);
+    cmd.env("DVC_EXEC_RECONNECT_SECONDS", "3")
+        .args(["queue", "start", "-j", "2"]);
+    let (child, rx) = common::spawn_until(cmd, "2 running");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    hosts[1].crash();
+    let out = child.wait_with_output().unwrap();
+    let err: String = rx.try_iter().collect::<Vec<_>>().join("\n");
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("0 queued, 0 running, 4 done, 0 failed"),
+        "{err}"
+    );
+    let exps = p.experiments(&env);
+    for i in 1..=4 {
+        assert!(
+            exps.iter().any(|(n, _, _)| *n == format!("q{i}")),
+            "q{i} missing: {exps:?}"
+        );
+    }
+    let status = env.ok("dvc", &["queue", "status"], &p.root);
+    assert!(!status.contains("Queued"), "{status}");
+}
+
+#[test]
+fn ctrl_c_stops_the_queue_and_loses_nothing() {
+    let env = TestEnv::new();
+    let p = Project::new(&env, "proj");
+    let _hosts = ssh_pool(&env, &p, 1);
+    env.ok("git", &["add", "-A"], &p.root);
+    env.ok("git", &["commit", "-qm", "pool executor"], &p.root);
+    for i in 1..=3 {
+        env.ok(
+            "dvc",
+            &[
+                "exp",
+                "run",
+                "--queue",
+                "-S",
+                &format!("lr=0.{i}"),
+                "-S",
+                "sleep=30",
+                "-n",
+                &format!("q{i}"),
+            ],
+            &p.root,
+        );
+    }
+    let mut cmd = env.dvc_exec(&p.root);
+    cmd.args(["queue", "start"]);
+    let (child, rx) = common::spawn_until(cmd, "1 running");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err: String = rx.try_iter().collect::<Vec<_>>().join("\n");
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("stopped the queue"), "{err}");
+    // All three are still queued in DVC.
+    let status = env.ok("dvc", &["queue", "status"], &p.root);
+    assert_eq!(status.matches("Queued").count(), 3, "{status}");
+}

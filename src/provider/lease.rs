@@ -51,6 +51,16 @@ fn file_name(id: &str) -> String {
         .collect()
 }
 
+/// Machines found unreachable by this process: not leased again by it.
+static AVOID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Do not lease this machine again in this process (it was lost).
+pub fn avoid(machine_id: &str) {
+    if let Ok(mut a) = AVOID.lock() {
+        a.push(machine_id.to_string());
+    }
+}
+
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for the process.
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
@@ -78,7 +88,20 @@ pub async fn acquire(executor: &str, candidates: &[Machine], ui: &Ui) -> Result<
         }
         let runs = RunRecord::all().unwrap_or_default();
         // Spread runs: start from the machine with the fewest recorded runs.
-        let mut order: Vec<&Machine> = candidates.iter().collect();
+        let avoid = AVOID.lock().map(|a| a.clone()).unwrap_or_default();
+        let mut order: Vec<&Machine> = candidates
+            .iter()
+            .filter(|m| {
+                !avoid
+                    .iter()
+                    .any(|a| *a == m.id || m.id.starts_with(&format!("{a}#")))
+            })
+            .collect();
+        if order.is_empty() {
+            return Err(Error::failed(format!(
+                "every machine of {executor} was lost"
+            )));
+        }
         order.sort_by_key(|m| runs.iter().filter(|r| r.machine == m.id).count());
         for m in order {
             let path = dir.join(file_name(&m.id));

@@ -257,6 +257,13 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
                 continue;
             }
             Err(e) => {
+                // A host that cannot be reached is not leased again by this process.
+                if e.kind() == crate::error::Kind::Failed
+                    && (e.message().starts_with("cannot connect")
+                        || e.message().starts_with("lost the connection"))
+                {
+                    provider::lease::avoid(&machine.id);
+                }
                 // Results still on the machine (the run goes on, or finished but did not come
                 // back): keep it, and say how to get them and how to remove it.
                 if (state == "running" || state == "finished") && machine.owned && !machine.keep {

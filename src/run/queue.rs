@@ -180,11 +180,23 @@ pub async fn start(
     let results = local
         .run_until(async {
             let mut handles = Vec::new();
+            let stop = Rc::new(std::cell::Cell::new(false));
             for e in entries {
-                let (sem, state, exec, paths) =
-                    (sem.clone(), state.clone(), executor.clone(), paths.clone());
+                let (sem, state, exec, paths, stop) = (
+                    sem.clone(),
+                    state.clone(),
+                    executor.clone(),
+                    paths.clone(),
+                    stop.clone(),
+                );
                 handles.push(tokio::task::spawn_local(async move {
                     let _permit = sem.acquire().await.expect("open");
+                    if stop.get() {
+                        return (
+                            e,
+                            Err(Error::interrupted("not started: the queue was stopped")),
+                        );
+                    }
                     let mut attempt = 0;
                     loop {
                         attempt += 1;
@@ -213,7 +225,13 @@ pub async fn start(
                                 continue;
                             }
                             Err(err) => {
-                                state.borrow_mut().insert(e.name.clone(), "failed".into());
+                                if err.kind() == Kind::Interrupted {
+                                    // Ctrl-C: running ones were cancelled; start no more.
+                                    stop.set(true);
+                                    state.borrow_mut().insert(e.name.clone(), "queued".into());
+                                } else {
+                                    state.borrow_mut().insert(e.name.clone(), "failed".into());
+                                }
                                 return (e, Err(err));
                             }
                         }
@@ -243,7 +261,13 @@ pub async fn start(
         .await;
 
     let (mut done, mut failed) = (Vec::new(), Vec::new());
+    let interrupted = results
+        .iter()
+        .any(|(_, r)| r.as_ref().is_err_and(|e| e.kind() == Kind::Interrupted));
     for (e, r) in results {
+        if r.as_ref().is_err_and(|e| e.kind() == Kind::Interrupted) {
+            continue;
+        }
         match r {
             Ok(_) => {
                 // It landed: take it off DVC's queue.
@@ -269,6 +293,13 @@ pub async fn start(
                 failed.push(e.name);
             }
         }
+    }
+    if interrupted {
+        return Err(Error::interrupted(format!(
+            "stopped the queue: {} done, {} failed; the rest stays in DVC's queue",
+            done.len(),
+            failed.len()
+        )));
     }
     Ok((done, failed))
 }

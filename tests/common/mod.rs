@@ -369,6 +369,26 @@ impl Sshd {
         }
     }
 
+    /// The host goes down: the daemon and every session it serves are killed.
+    pub fn crash(&mut self) {
+        if let Some(c) = &self.child {
+            let listener = c.id();
+            for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<u32>().ok());
+                if ppid == Some(listener) {
+                    let pid: i32 = e.file_name().to_string_lossy().parse().unwrap_or(0);
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        self.stop();
+    }
+
     /// Start it again on the same port.
     pub fn restart(&mut self) {
         self.stop();
