@@ -500,3 +500,55 @@ fn machine_up_list_ssh_and_down() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(s.moto.running().is_empty(), "{:?}", s.moto.instances());
 }
+
+#[test]
+fn a_pool_creates_machines_on_demand_up_to_its_size() {
+    let s = setup(&["pool=2"]);
+    let spawn = |lr: &str| {
+        s.env
+            .dvc_exec(&s.project.root)
+            .args([
+                "exp",
+                "run",
+                "--no-apply",
+                "-S",
+                &format!("lr={lr}"),
+                "-S",
+                "sleep=2",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children = vec![spawn("0.1"), spawn("0.2"), spawn("0.3")];
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(
+        s.moto.instances().len(),
+        2,
+        "never more than the pool: {:?}",
+        s.moto.instances()
+    );
+    assert_eq!(s.moto.running().len(), 2, "pool machines are kept");
+    // A later run reuses a pool machine.
+    let out = exp_run(&s, &["--no-apply", "-S", "lr=0.4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("from the pool of cloud"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.moto.instances().len(), 2);
+    assert_eq!(s.project.experiments(&s.env).len(), 4);
+    let out = s
+        .env
+        .dvc_exec(&s.project.root)
+        .args(["machine", "down", "cloud"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.moto.running().is_empty());
+}

@@ -293,6 +293,13 @@ pub const KEYS: &[KeyDef] = &[
         doc: "shut the machine down after this long in any case (default 24h)",
     },
     KeyDef {
+        name: "pool",
+        types: CLOUD,
+        kind: ValueKind::Count,
+        secret: false,
+        doc: "up to N kept machines, created on demand and leased one per run",
+    },
+    KeyDef {
         name: "keep",
         types: CLOUD,
         kind: ValueKind::Bool,

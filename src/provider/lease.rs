@@ -68,66 +68,11 @@ fn pid_alive(pid: i32) -> bool {
 
 /// Take the first free machine among `candidates`, waiting while all are busy.
 pub async fn acquire(executor: &str, candidates: &[Machine], ui: &Ui) -> Result<(Machine, Lease)> {
-    let dir = dir(executor)?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let lock_path = dir.join(".lock");
     let mut said = false;
     loop {
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("cannot open {}", lock_path.display()))?;
-        // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::failed(format!(
-                "cannot lock {}",
-                lock_path.display()
-            )));
+        if let Some(got) = try_acquire(executor, candidates)? {
+            return Ok(got);
         }
-        let runs = RunRecord::all().unwrap_or_default();
-        // Spread runs: start from the machine with the fewest recorded runs.
-        let avoid = AVOID.lock().map(|a| a.clone()).unwrap_or_default();
-        let mut order: Vec<&Machine> = candidates
-            .iter()
-            .filter(|m| {
-                !avoid
-                    .iter()
-                    .any(|a| *a == m.id || m.id.starts_with(&format!("{a}#")))
-            })
-            .collect();
-        if order.is_empty() {
-            return Err(Error::failed(format!(
-                "every machine of {executor} was lost"
-            )));
-        }
-        order.sort_by_key(|m| runs.iter().filter(|r| r.machine == m.id).count());
-        for m in order {
-            let path = dir.join(file_name(&m.id));
-            let holder = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| t.trim().parse::<i32>().ok());
-            if holder.is_some_and(pid_alive) {
-                continue;
-            }
-            let busy = runs
-                .iter()
-                .any(|r| r.machine == m.id && matches!(r.state.as_str(), "starting" | "running"));
-            if busy {
-                continue;
-            }
-            std::fs::write(&path, std::process::id().to_string())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            return Ok((
-                m.clone(),
-                Lease {
-                    path,
-                    machine_id: m.id.clone(),
-                },
-            ));
-        }
-        drop(lock);
         if !said {
             ui.note(&format!(
                 "all {} machines of {executor} are busy; waiting for one",
@@ -136,5 +81,109 @@ pub async fn acquire(executor: &str, candidates: &[Machine], ui: &Ui) -> Result<
             said = true;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Take the first free machine among `candidates`, or None when all are busy.
+pub fn try_acquire(executor: &str, candidates: &[Machine]) -> Result<Option<(Machine, Lease)>> {
+    let dir = dir(executor)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(Error::failed(format!(
+            "cannot lock {}",
+            lock_path.display()
+        )));
+    }
+    let runs = RunRecord::all().unwrap_or_default();
+    let avoid = AVOID.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut order: Vec<&Machine> = candidates
+        .iter()
+        .filter(|m| {
+            !avoid
+                .iter()
+                .any(|a| *a == m.id || m.id.starts_with(&format!("{a}#")))
+        })
+        .collect();
+    if order.is_empty() && !candidates.is_empty() {
+        return Err(Error::failed(format!(
+            "every machine of {executor} was lost"
+        )));
+    }
+    // Spread runs: start from the machine with the fewest recorded runs.
+    order.sort_by_key(|m| runs.iter().filter(|r| r.machine == m.id).count());
+    for m in order {
+        let path = dir.join(file_name(&m.id));
+        let holder = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        if holder.is_some_and(pid_alive) {
+            continue;
+        }
+        let busy = runs
+            .iter()
+            .any(|r| r.machine == m.id && matches!(r.state.as_str(), "starting" | "running"));
+        if busy {
+            continue;
+        }
+        std::fs::write(&path, std::process::id().to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(Some((
+            m.clone(),
+            Lease {
+                path,
+                machine_id: m.id.clone(),
+            },
+        )));
+    }
+    Ok(None)
+}
+
+/// Lease a machine that was just created for this process.
+pub fn take_new(executor: &str, machine: &Machine) -> Result<Lease> {
+    let dir = dir(executor)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(file_name(&machine.id));
+    std::fs::write(&path, std::process::id().to_string())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Lease {
+        path,
+        machine_id: machine.id.clone(),
+    })
+}
+
+/// A per-executor lock held while deciding to create a pool machine, so that processes started
+/// at once never create more than the pool's size.
+pub struct CreateLock {
+    _file: std::fs::File,
+}
+
+impl CreateLock {
+    /// Wait for the lock (polling, so Ctrl-C is still heard).
+    pub async fn take(executor: &str) -> Result<Self> {
+        let dir = dir(executor)?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(".create.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        loop {
+            // SAFETY: flock on a file descriptor we own; released when it is closed.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Self { _file: file });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }

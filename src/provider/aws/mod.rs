@@ -38,6 +38,8 @@ pub struct AwsProvider {
     client: OnceCell<Client>,
     /// The hourly price of what this provider launched, and when.
     price: std::sync::Mutex<Option<(String, f64, Instant)>>,
+    /// Leases on pool machines this process holds.
+    leases: std::sync::Mutex<Vec<super::lease::Lease>>,
 }
 
 fn setting(e: &Executor, key: &str) -> Option<String> {
@@ -103,7 +105,11 @@ where
 impl AwsProvider {
     /// A provider for this executor.
     pub fn new(executor: Executor, ctx: Context) -> Self {
-        let cloud = executor.cloud.clone().unwrap_or_default();
+        let mut cloud = executor.cloud.clone().unwrap_or_default();
+        // Pool machines outlive runs: they are kept, and stopped by their watchdog when idle.
+        if executor.raw.keys.contains_key("pool") {
+            cloud.keep = true;
+        }
         let region = catalog::region(cloud.region.as_deref().unwrap_or("us-east"));
         Self {
             executor,
@@ -112,6 +118,7 @@ impl AwsProvider {
             region,
             client: OnceCell::new(),
             price: std::sync::Mutex::new(None),
+            leases: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -692,6 +699,63 @@ impl AwsProvider {
         Err(last_error.unwrap_or_else(|| Error::failed("launching the instance failed")))
     }
 
+    /// A pool of up to `n` kept machines: lease an idle running one, else start a stopped one,
+    /// else create one while fewer than `n` exist, else wait.
+    async fn acquire_from_pool(&self, n: usize, run_id: &str, ui: &Ui) -> Result<Machine> {
+        use super::lease;
+        let name = self.executor.name.clone();
+        let mut said = false;
+        loop {
+            let guard = lease::CreateLock::take(&name).await?;
+            let keys = ExecutorKeys::load_or_create(&name)?;
+            let found = self
+                .instances(vec![
+                    Self::filter(&format!("tag:{TAG_EXECUTOR}"), &name),
+                    Self::filter(&format!("tag:{TAG_PROJECT}"), &self.ctx.project),
+                    Self::live_states(),
+                ])
+                .await?;
+            let machines: Vec<Machine> = found.iter().map(|i| self.machine_of(i, &keys)).collect();
+            let running: Vec<Machine> = machines
+                .iter()
+                .filter(|m| m.state == Some(MachineState::Running))
+                .cloned()
+                .collect();
+            let stopped: Vec<Machine> = machines
+                .iter()
+                .filter(|m| m.state == Some(MachineState::Stopped))
+                .cloned()
+                .collect();
+            let picked = match lease::try_acquire(&name, &running)? {
+                Some(got) => Some(got),
+                None => lease::try_acquire(&name, &stopped)?,
+            };
+            if let Some((m, l)) = picked {
+                drop(guard);
+                self.leases.lock().expect("not poisoned").push(l);
+                ui.phase("launch", &format!("using {} from the pool of {name}", m.id));
+                let m = self.start(&m, ui).await?;
+                self.ready(&m, ui).await?;
+                return Ok(m);
+            }
+            if machines.len() < n {
+                let m = self.create(run_id, ui).await?;
+                let l = lease::take_new(&name, &m)?;
+                drop(guard);
+                self.leases.lock().expect("not poisoned").push(l);
+                return Ok(m);
+            }
+            drop(guard);
+            if !said {
+                ui.note(&format!(
+                    "all {n} machines of the pool of {name} are busy; waiting for one"
+                ));
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
     /// Wait until the machine answers on SSH and its bootstrap is done.
     async fn ready(&self, machine: &Machine, ui: &Ui) -> Result<()> {
         if let Address::Ssh(target) = &machine.address {
@@ -786,6 +850,9 @@ impl Provider for AwsProvider {
     }
 
     async fn acquire(&self, run_id: &str, ui: &Ui) -> Result<Machine> {
+        if let Some(n) = setting(&self.executor, "pool").and_then(|n| n.parse::<usize>().ok()) {
+            return self.acquire_from_pool(n, run_id, ui).await;
+        }
         let keys = ExecutorKeys::load_or_create(&self.executor.name)?;
         // Resume before create: a kept machine of this executor and project.
         let kept = self
@@ -853,6 +920,9 @@ impl Provider for AwsProvider {
     }
 
     async fn release(&self, machine: &Machine) -> Result<()> {
+        if let Ok(mut l) = self.leases.lock() {
+            l.retain(|l| l.machine_id != machine.id);
+        }
         if machine.keep {
             return Ok(());
         }
