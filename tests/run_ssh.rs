@@ -8,7 +8,7 @@ use std::process::Child;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Project, Sshd, TestEnv, stderr, stdout, venv_setup_script, wait_for};
+use common::{Project, Sshd, TestEnv, stderr, stdout, wait_for};
 
 struct Setup {
     env: TestEnv,
@@ -21,21 +21,7 @@ fn setup() -> Setup {
     let env = TestEnv::new();
     let sshd = Sshd::start(&env, "box");
     let project = Project::new(&env, "proj");
-    let workdir = env.path().join("remote-workdir");
-    let script = venv_setup_script(&env);
-    let mut args = vec![
-        "executor".to_string(),
-        "add".into(),
-        "-d".into(),
-        "box".into(),
-        "ssh".into(),
-    ];
-    args.extend(sshd.executor_settings(&workdir, &script));
-    env.ok(
-        env!("CARGO_BIN_EXE_dvc-exec"),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &project.root,
-    );
+    let workdir = common::add_ssh_executor(&env, &sshd, &project, true);
     Setup {
         env,
         sshd,

@@ -2,28 +2,14 @@
 
 mod common;
 
-use common::{Project, Sshd, TestEnv, stderr, stdout, venv_setup_script, wait_for};
+use common::{Project, Sshd, TestEnv, stderr, stdout, wait_for};
 
 #[test]
 fn runs_logs_and_cancel_from_any_terminal() {
     let env = TestEnv::new();
     let sshd = Sshd::start(&env, "box");
     let p = Project::new(&env, "proj");
-    let workdir = env.path().join("remote-workdir");
-    let script = venv_setup_script(&env);
-    let mut args = vec![
-        "executor".to_string(),
-        "add".into(),
-        "-d".into(),
-        "box".into(),
-        "ssh".into(),
-    ];
-    args.extend(sshd.executor_settings(&workdir, &script));
-    env.ok(
-        env!("CARGO_BIN_EXE_dvc-exec"),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &p.root,
-    );
+    let workdir = common::add_ssh_executor(&env, &sshd, &p, true);
 
     // A foreground run: listed as collected, its log kept here.
     let out = env

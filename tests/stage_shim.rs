@@ -2,23 +2,7 @@
 
 mod common;
 
-use common::{Project, Sshd, TestEnv, stderr, stdout, venv_setup_script};
-
-fn ssh_executor(env: &TestEnv, sshd: &Sshd, p: &Project, default: bool) {
-    let workdir = env.path().join("remote-workdir");
-    let script = venv_setup_script(env);
-    let mut args = vec!["executor".to_string(), "add".into()];
-    if default {
-        args.push("-d".into());
-    }
-    args.extend(["box".into(), "ssh".into()]);
-    args.extend(sshd.executor_settings(&workdir, &script));
-    env.ok(
-        env!("CARGO_BIN_EXE_dvc-exec"),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &p.root,
-    );
-}
+use common::{Project, Sshd, TestEnv, stderr, stdout};
 
 const PIPELINE: &str = "stages:
   prepare:
@@ -44,7 +28,7 @@ fn a_middle_stage_runs_on_the_executor() {
     let env = TestEnv::new();
     let sshd = Sshd::start(&env, "box");
     let p = Project::new(&env, "proj");
-    ssh_executor(&env, &sshd, &p, false);
+    common::add_ssh_executor(&env, &sshd, &p, false);
     p.write("prep.py", "rows = open('data/raw.txt').read().split()\nopen('prepared.txt', 'w').write(' '.join(rows))\n");
     p.write(
         "train2.py",
@@ -134,7 +118,7 @@ fn the_dvc_shim_passes_everything_through_and_adds_executor() {
     let env = TestEnv::new();
     let sshd = Sshd::start(&env, "box");
     let p = Project::new(&env, "proj");
-    ssh_executor(&env, &sshd, &p, false);
+    common::add_ssh_executor(&env, &sshd, &p, false);
     let shim_dir = env.path().join("shim-bin");
     let out = env
         .dvc_exec(&p.root)

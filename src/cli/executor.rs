@@ -184,21 +184,6 @@ fn list(paths: &Paths, show_origin: bool, ui: Ui) -> Result<()> {
         ui.event(json!({"event": "result", "executors": items}));
         return Ok(());
     }
-    // Align the columns, as `dvc remote list` output is tab-separated and readable.
-    let cols = rows.first().map(|r| r.len()).unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let mut line = String::new();
-        for (i, cell) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        println!("{}", line.trim_end());
-    }
+    super::print_table(&rows);
     Ok(())
 }

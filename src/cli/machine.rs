@@ -178,17 +178,7 @@ pub fn run(cmd: MachineCommand, ui: Ui) -> Result<()> {
                     busy(&m.id).unwrap_or_else(|| "-".into()),
                 ]);
             }
-            let widths: Vec<usize> = (0..rows[0].len())
-                .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-                .collect();
-            for r in rows {
-                let line: Vec<String> = r
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                    .collect();
-                println!("{}", line.join("  ").trim_end());
-            }
+            super::print_table(&rows);
         }
         MachineCommand::Down { target, all } => {
             let targets = match (target, all) {

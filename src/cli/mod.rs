@@ -456,7 +456,22 @@ fn list_runs(ui: Ui) -> Result<()> {
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
+    print_table(&rows);
+    Ok(())
+}
+
+fn human_secs(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+/// Print rows as columns aligned with two spaces (the last column is not padded).
+pub(crate) fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.first().map(|r| r.len()).unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     for r in rows {
@@ -466,14 +481,5 @@ fn list_runs(ui: Ui) -> Result<()> {
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
         println!("{}", line.join("  ").trim_end());
-    }
-    Ok(())
-}
-
-fn human_secs(s: u64) -> String {
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        _ => format!("{}h", s / 3600),
     }
 }

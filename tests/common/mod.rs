@@ -631,3 +631,22 @@ pub fn ssh_pool(env: &TestEnv, p: &Project, n: usize) -> Vec<Sshd> {
     );
     hosts
 }
+
+/// Add `sshd` to the project as the ssh executor `box` (the default when `default`), with the
+/// venv setup script; returns the executor's workdir.
+pub fn add_ssh_executor(env: &TestEnv, sshd: &Sshd, p: &Project, default: bool) -> PathBuf {
+    let workdir = env.path().join("remote-workdir");
+    let script = venv_setup_script(env);
+    let mut args = vec!["executor".to_string(), "add".into()];
+    if default {
+        args.push("-d".into());
+    }
+    args.extend(["box".into(), "ssh".into()]);
+    args.extend(sshd.executor_settings(&workdir, &script));
+    env.ok(
+        env!("CARGO_BIN_EXE_dvc-exec"),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &p.root,
+    );
+    workdir
+}
