@@ -561,32 +561,42 @@ async fn push_commits(
     run_id: &str,
 ) -> Result<()> {
     let (url, ssh) = transport.git_remote(repo_path);
-    let mut cmd = Command::new("git");
-    cmd.current_dir(&repo.top)
-        .args(["push", "-q", "--no-verify", "--force", &url])
-        .arg(format!(
-            "{}:refs/dvc-exec/base/{}",
-            snapshot.base, snapshot.base
-        ))
-        .arg(format!("{}:refs/dvc-exec/snap/{run_id}", snapshot.commit))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(ssh) = ssh {
-        cmd.env("GIT_SSH_COMMAND", ssh);
-    }
-    let out = cmd.output().await.context("cannot run git push")?;
-    if !out.status.success() {
+    // Runs pushing the same new baseline at once race on its ref: the loser's push fails with
+    // "cannot lock ref", and pushing again finds the ref already there.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut cmd = Command::new("git");
+        cmd.current_dir(&repo.top)
+            .args(["push", "-q", "--no-verify", "--force", &url])
+            .arg(format!(
+                "{}:refs/dvc-exec/base/{}",
+                snapshot.base, snapshot.base
+            ))
+            .arg(format!("{}:refs/dvc-exec/snap/{run_id}", snapshot.commit))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(ssh) = &ssh {
+            cmd.env("GIT_SSH_COMMAND", ssh);
+        }
+        let out = cmd.output().await.context("cannot run git push")?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let raced = err.contains("cannot lock ref") || err.contains("reference already exists");
+        if raced && attempt < 5 {
+            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            continue;
+        }
         return Err(Error::failed(format!(
             "sending the commits to {} failed",
             transport.describe()
         ))
-        .source(std::io::Error::other(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        )));
+        .source(std::io::Error::other(err)));
     }
-    Ok(())
 }
 
 /// Keeps the last lines of the log, for the error message of a failed run.

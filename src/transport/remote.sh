@@ -319,6 +319,12 @@ cmd_cleanup() {
   workdir=$(expand_workdir "$1"); run=$2
   case "$run" in ""|*/*|.*) die "bad run id" ;; esac
   rm -rf "${workdir:?}/runs/$run"
+  # The run's snapshot ref is no longer needed (its base stays: history crosses the wire once).
+  local r
+  for r in "$workdir"/projects/*/repo.git; do
+    [ -d "$r" ] && git -C "$r" update-ref -d "refs/dvc-exec/snap/$run" 2>/dev/null
+  done
+  return 0
 }
 
 cmd_bootstrap_status() {
