@@ -15,6 +15,23 @@ use args::{Cli, Command, ExpCommand, LevelArgs, RunArgs};
 
 /// Run the program; returns the process exit code. Invoked as `dvc`, it is the shim.
 pub fn main() -> i32 {
+    // A bug must still end in a clear message, not a stack trace.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error in dvc-exec {}: {what}{at}\n  hint: this is a bug; please report it with the command you ran",
+            env!("CARGO_PKG_VERSION")
+        );
+    }));
     if crate::shim::invoked_as_dvc() {
         return crate::shim::main();
     }
