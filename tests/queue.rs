@@ -2,32 +2,34 @@
 
 mod common;
 
-use common::{Project, TestEnv, ssh_pool, stderr, stdout};
+use common::{Project, Sshd, TestEnv, ssh_pool, stderr, stdout};
+
+/// A project on a pool of `hosts` SSH hosts, with `count` experiments queued in DVC (`q1`,
+/// `q2`, ... with lr 0.1, 0.2, ...), each sleeping `sleep` seconds.
+fn queued_on_pool(env: &TestEnv, hosts: usize, count: usize, sleep: u32) -> (Vec<Sshd>, Project) {
+    let p = Project::new(env, "proj");
+    let pool = ssh_pool(env, &p, hosts);
+    env.ok("git", &["add", "-A"], &p.root);
+    env.ok("git", &["commit", "-qm", "pool executor"], &p.root);
+    for i in 1..=count {
+        let (lr, s, n) = (
+            format!("lr=0.{i}"),
+            format!("sleep={sleep}"),
+            format!("q{i}"),
+        );
+        env.ok(
+            "dvc",
+            &["exp", "run", "--queue", "-S", &lr, "-S", &s, "-n", &n],
+            &p.root,
+        );
+    }
+    (pool, p)
+}
 
 #[test]
 fn a_queue_of_six_runs_three_at_a_time_over_the_pool() {
     let env = TestEnv::new();
-    let p = Project::new(&env, "proj");
-    let hosts = ssh_pool(&env, &p, 3);
-    env.ok("git", &["add", "-A"], &p.root);
-    env.ok("git", &["commit", "-qm", "pool executor"], &p.root);
-    for i in 1..=6 {
-        env.ok(
-            "dvc",
-            &[
-                "exp",
-                "run",
-                "--queue",
-                "-S",
-                &format!("lr=0.{i}"),
-                "-S",
-                "sleep=1",
-                "-n",
-                &format!("q{i}"),
-            ],
-            &p.root,
-        );
-    }
+    let (hosts, p) = queued_on_pool(&env, 3, 6, 1);
     let out = env
         .dvc_exec(&p.root)
         .args(["queue", "start", "-j", "3"])
@@ -87,27 +89,7 @@ fn a_queue_of_six_runs_three_at_a_time_over_the_pool() {
 #[test]
 fn a_host_lost_mid_queue_loses_no_experiment() {
     let env = TestEnv::new();
-    let p = Project::new(&env, "proj");
-    let mut hosts = ssh_pool(&env, &p, 2);
-    env.ok("git", &["add", "-A"], &p.root);
-    env.ok("git", &["commit", "-qm", "pool executor"], &p.root);
-    for i in 1..=4 {
-        env.ok(
-            "dvc",
-            &[
-                "exp",
-                "run",
-                "--queue",
-                "-S",
-                &format!("lr=0.{i}"),
-                "-S",
-                "sleep=3",
-                "-n",
-                &format!("q{i}"),
-            ],
-            &p.root,
-        );
-    }
+    let (mut hosts, p) = queued_on_pool(&env, 2, 4, 3);
     let mut cmd = env.dvc_exec(&p.root);
     cmd.env("DVC_EXEC_RECONNECT_SECONDS", "3")
         .args(["queue", "start", "-j", "2"]);
@@ -135,27 +117,7 @@ fn a_host_lost_mid_queue_loses_no_experiment() {
 #[test]
 fn ctrl_c_stops_the_queue_and_loses_nothing() {
     let env = TestEnv::new();
-    let p = Project::new(&env, "proj");
-    let _hosts = ssh_pool(&env, &p, 1);
-    env.ok("git", &["add", "-A"], &p.root);
-    env.ok("git", &["commit", "-qm", "pool executor"], &p.root);
-    for i in 1..=3 {
-        env.ok(
-            "dvc",
-            &[
-                "exp",
-                "run",
-                "--queue",
-                "-S",
-                &format!("lr=0.{i}"),
-                "-S",
-                "sleep=30",
-                "-n",
-                &format!("q{i}"),
-            ],
-            &p.root,
-        );
-    }
+    let (_hosts, p) = queued_on_pool(&env, 1, 3, 30);
     let mut cmd = env.dvc_exec(&p.root);
     cmd.args(["queue", "start"]);
     let (child, rx) = common::spawn_until(cmd, "1 running");
