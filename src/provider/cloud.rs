@@ -138,7 +138,7 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-#[cfg(feature = "aws")]
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
 fn generate_ed25519(comment: &str) -> Result<(String, String)> {
     use ssh_key::{Algorithm, LineEnding, PrivateKey, rand_core::OsRng};
     let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(|e| {
@@ -154,10 +154,10 @@ fn generate_ed25519(comment: &str) -> Result<(String, String)> {
     Ok((private.to_string(), public))
 }
 
-#[cfg(not(feature = "aws"))]
+#[cfg(not(any(feature = "aws", feature = "gcp", feature = "azure")))]
 fn generate_ed25519(_comment: &str) -> Result<(String, String)> {
     Err(Error::usage("this build of dvc-exec has no cloud support")
-        .hint("build it with the aws feature"))
+        .hint("build it with the aws, gcp or azure feature"))
 }
 
 /// What a new machine needs to know at first boot.
@@ -251,6 +251,10 @@ touch "$WORKDIR/bootstrap.done"
         "ssh_authorized_keys:\n  - {}\n",
         b.keys.client_public
     ));
+    if b.user == "root" {
+        // Log in as root: cloud-init then gives root the login key too.
+        out.push_str("disable_root: false\n");
+    }
     out.push_str("write_files:\n");
     out.push_str(
         "  - path: /usr/local/bin/dvc-exec-watchdog\n    permissions: '0755'\n    content: |\n",
@@ -273,6 +277,93 @@ touch "$WORKDIR/bootstrap.done"
     out.push_str("runcmd:\n  - [bash, /usr/local/lib/dvc-exec/bootstrap.sh]\n");
     let _ = b.keep;
     out
+}
+
+/// The user data for a new machine of `executor`: the DVC version (`dvc_version`, else the
+/// local one) and the `startup_script` (relative to the project) resolved.
+pub fn launch_user_data(
+    executor: &Executor,
+    project_root: &Path,
+    keys: &ExecutorKeys,
+    user: &str,
+    keep: bool,
+) -> Result<String> {
+    let setting = |k: &str| executor.raw.keys.get(k).map(|s| s.value.clone());
+    let dvc_version = match setting("dvc_version") {
+        Some(v) => v,
+        None => crate::run::local_dvc_version()
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| {
+                Error::usage("cannot tell which DVC version to install on the machine: dvc was not found here")
+                    .hint(format!("set it: dvc-exec executor modify {} dvc_version 3.67.1", executor.name))
+            })?,
+    };
+    let startup = match setting("startup_script") {
+        Some(s) => {
+            let p = PathBuf::from(&s);
+            let p = if p.is_absolute() {
+                p
+            } else {
+                project_root.join(p)
+            };
+            std::fs::read_to_string(&p).map_err(|e| {
+                Error::usage(format!("cannot read the startup_script {}", p.display())).source(e)
+            })?
+        }
+        None => String::new(),
+    };
+    Ok(user_data(&Bootstrap {
+        executor,
+        user,
+        keys,
+        dvc_version: &dvc_version,
+        startup_script: &startup,
+        keep,
+    }))
+}
+
+/// This machine's public IPv4 address, as AWS's checkip service sees it.
+pub async fn public_address() -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect("checkip.amazonaws.com:80").await?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: checkip.amazonaws.com\r\n\r\n")
+            .await?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let text = tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .map_err(|_| std::io::Error::other("timed out"))
+        .and_then(|r| r)
+        .map_err(|e| {
+            Error::failed("cannot find this machine's public address to open SSH to it")
+                .source(e)
+                .hint("set the addresses allowed to reach SSH: dvc-exec executor modify NAME ssh_cidr 203.0.113.7/32")
+        })?;
+    let ip = text
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if ip.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(
+            Error::failed("cannot find this machine's public address to open SSH to it")
+                .hint("set ssh_cidr, for example 203.0.113.7/32"),
+        );
+    }
+    Ok(ip)
+}
+
+/// The addresses allowed to reach SSH: the `ssh_cidr` setting, else this machine's public
+/// address as a /32.
+pub async fn ssh_cidr(executor: &Executor) -> Result<String> {
+    match executor.raw.keys.get("ssh_cidr") {
+        Some(c) => Ok(c.value.clone()),
+        None => Ok(format!("{}/32", public_address().await?)),
+    }
 }
 
 /// The SSH target for a machine at `address`.

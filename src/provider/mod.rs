@@ -6,10 +6,16 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod cloud;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod lease;
 pub mod local;
 pub mod ssh;
+#[cfg(any(feature = "gcp", feature = "azure"))]
+pub mod vm;
 
 use async_trait::async_trait;
 
@@ -127,7 +133,7 @@ pub trait Provider: Send + Sync {
             self.executor().name,
             self.executor().kind
         ))
-        .hint("machine up is for cloud executors (type aws)"))
+        .hint("machine up is for cloud executors (type aws, gcp or azure)"))
     }
 
     /// Start a stopped machine again.
@@ -168,14 +174,16 @@ pub fn for_executor(executor: &Executor, ctx: &Context) -> Result<Box<dyn Provid
         ExecutorType::Ssh => Ok(Box::new(ssh::SshProvider::new(executor.clone()))),
         #[cfg(feature = "aws")]
         ExecutorType::Aws => Ok(Box::new(aws::AwsProvider::new(executor.clone(), ctx.clone()))),
+        #[cfg(feature = "gcp")]
+        ExecutorType::Gcp => Ok(Box::new(gcp::provider(executor.clone(), ctx.clone())?)),
+        #[cfg(feature = "azure")]
+        ExecutorType::Azure => Ok(Box::new(azure::provider(executor.clone(), ctx.clone())?)),
         kind => Err(Error::usage(format!(
             "executor {:?} is of type {kind}, and this build of dvc-exec cannot allocate {kind} machines",
             executor.name
         ))
-        .hint(if kind == ExecutorType::Aws {
-            "install a build with the aws feature (the default), or use an ssh executor pointed at a machine you started"
-        } else {
-            "use an ssh executor pointed at a machine you started (dvc-exec executor add NAME ssh host=HOST), or aws"
-        })),
+        .hint(format!(
+            "install a build with the {kind} feature (the default), or use an ssh executor pointed at a machine you started"
+        ))),
     }
 }

@@ -5,6 +5,10 @@
 //! test with the command that installs it. `scripts/test` installs them all.
 #![allow(dead_code)]
 
+pub mod fake_azure;
+pub mod fake_gcp;
+pub mod http;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

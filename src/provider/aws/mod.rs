@@ -399,10 +399,7 @@ impl AwsProvider {
                 (out.group_id().unwrap_or_default().to_string(), true)
             }
         };
-        let cidr = match setting(&self.executor, "ssh_cidr") {
-            Some(c) => c,
-            None => format!("{}/32", public_address().await?),
-        };
+        let cidr = cloud::ssh_cidr(&self.executor).await?;
         let r = client
             .authorize_security_group_ingress()
             .group_id(&id)
@@ -515,39 +512,9 @@ impl AwsProvider {
     async fn launch(&self, run_id: &str, ui: &Ui, keys: &ExecutorKeys) -> Result<String> {
         let instance_type = self.instance_type()?;
         let (image, root_device) = self.resolve_image().await?;
-        let dvc_version = match setting(&self.executor, "dvc_version") {
-            Some(v) => v,
-            None => crate::run::local_dvc_version()
-                .map(|v| v.trim().to_string())
-                .ok_or_else(|| {
-                    Error::usage("cannot tell which DVC version to install on the machine: dvc was not found here")
-                        .hint(format!("set it: dvc-exec executor modify {} dvc_version 3.67.1", self.executor.name))
-                })?,
-        };
-        let startup = match self.executor.raw.keys.get("startup_script") {
-            Some(s) => {
-                let p = std::path::PathBuf::from(&s.value);
-                let p = if p.is_absolute() {
-                    p
-                } else {
-                    self.ctx.root.join(p)
-                };
-                std::fs::read_to_string(&p).map_err(|e| {
-                    Error::usage(format!("cannot read the startup_script {}", p.display()))
-                        .source(e)
-                })?
-            }
-            None => String::new(),
-        };
         let user = self.user();
-        let data = cloud::user_data(&cloud::Bootstrap {
-            executor: &self.executor,
-            user: &user,
-            keys,
-            dvc_version: &dvc_version,
-            startup_script: &startup,
-            keep: self.cloud.keep,
-        });
+        let data =
+            cloud::launch_user_data(&self.executor, &self.ctx.root, keys, &user, self.cloud.keep)?;
         if data.len() > 16 * 1024 {
             return Err(Error::usage(format!(
                 "the machine's user data is {} bytes, over EC2's 16 KiB",
@@ -795,41 +762,6 @@ impl AwsProvider {
         }
         cmd
     }
-}
-
-/// This machine's public IPv4 address, as AWS's checkip service sees it.
-async fn public_address() -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect("checkip.amazonaws.com:80").await?;
-        s.write_all(b"GET / HTTP/1.0\r\nHost: checkip.amazonaws.com\r\n\r\n")
-            .await?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let text = tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .map_err(|_| std::io::Error::other("timed out"))
-        .and_then(|r| r)
-        .map_err(|e| {
-            Error::failed("cannot find this machine's public address to open SSH to it")
-                .source(e)
-                .hint("set the addresses allowed to reach SSH: dvc-exec executor modify NAME ssh_cidr 203.0.113.7/32")
-        })?;
-    let ip = text
-        .rsplit("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    if ip.parse::<std::net::Ipv4Addr>().is_err() {
-        return Err(
-            Error::failed("cannot find this machine's public address to open SSH to it")
-                .hint("set ssh_cidr, for example 203.0.113.7/32"),
-        );
-    }
-    Ok(ip)
 }
 
 #[async_trait]
