@@ -55,7 +55,14 @@ fn keygen(path: &std::path::Path) {
 fn gcp_credentials(env: &TestEnv) -> PathBuf {
     let pem = env.path().join("sa.pem");
     let st = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&pem)
         .stderr(std::process::Stdio::null())
         .status()
@@ -157,18 +164,15 @@ fn setup(kind: Kind, extra: &[&str]) -> Setup {
     let setup_script = venv_setup_script(&env);
     let mut all: Vec<String> = vec!["executor".into(), "add".into(), "-d".into(), "cloud".into()];
     all.append(&mut args);
-    all.extend(
-        [
-            "machine=s".to_string(),
-            "user=root".into(),
-            format!("workdir={}", workdir.display()),
-            "ssh_cidr=127.0.0.1/32".into(),
-            format!("proxy_command=nc 127.0.0.1 {}", sshd.port),
-            format!("setup_script={}", setup_script.display()),
-            "dvc_version=3.67.1".into(),
-        ]
-        .into_iter(),
-    );
+    all.extend([
+        "machine=s".to_string(),
+        "user=root".into(),
+        format!("workdir={}", workdir.display()),
+        "ssh_cidr=127.0.0.1/32".into(),
+        format!("proxy_command=nc 127.0.0.1 {}", sshd.port),
+        format!("setup_script={}", setup_script.display()),
+        "dvc_version=3.67.1".into(),
+    ]);
     all.extend(extra.iter().map(|s| s.to_string()));
     let s = Setup {
         env,
@@ -294,7 +298,7 @@ impl Setup {
             }
             // Without the spot termination action, GCP's preemption is a stop.
             Api::Gcp(f) => f.preempt(id),
-            Api::Azure(f) => f.preempt(id),
+            Api::Azure(f) => f.power_off(id),
         }
     }
 }
@@ -302,7 +306,8 @@ impl Setup {
 fn assert_experiment(s: &Setup, lr: f64, acc: f64) {
     let exps = s.project.experiments(&s.env);
     assert!(
-        exps.iter().any(|(_, p, m)| p["lr"] == lr && m["acc"] == acc),
+        exps.iter()
+            .any(|(_, p, m)| p["lr"] == lr && m["acc"] == acc),
         "no experiment with lr={lr}, acc={acc}: {exps:?}"
     );
 }
@@ -316,17 +321,38 @@ fn run_launches_labels_and_removes_the_machine(kind: Kind) {
     let running = s.running();
     assert_eq!(running.len(), 1, "{:?}", s.machines());
     let labels = s.labels(&running[0]);
-    assert_eq!(labels.get("dvc-exec:executor").map(String::as_str), Some("cloud"), "{labels:?}");
-    assert!(labels.get("dvc-exec:project").is_some_and(|p| p.starts_with("proj-")), "{labels:?}");
-    assert_eq!(labels.get("dvc-exec:keep").map(String::as_str), Some("true"), "{labels:?}");
-    assert!(labels.contains_key("dvc-exec:owner") && labels.contains_key("dvc-exec:launch"), "{labels:?}");
+    assert_eq!(
+        labels.get("dvc-exec:executor").map(String::as_str),
+        Some("cloud"),
+        "{labels:?}"
+    );
+    assert!(
+        labels
+            .get("dvc-exec:project")
+            .is_some_and(|p| p.starts_with("proj-")),
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels.get("dvc-exec:keep").map(String::as_str),
+        Some("true"),
+        "{labels:?}"
+    );
+    assert!(
+        labels.contains_key("dvc-exec:owner") && labels.contains_key("dvc-exec:launch"),
+        "{labels:?}"
+    );
     let boot = s.boot_data(&running[0]);
     let host_pub = std::fs::read_to_string(
-        s.env.path().join("data/dvc-exec/keys/cloud/ssh_host_ed25519_key.pub"),
+        s.env
+            .path()
+            .join("data/dvc-exec/keys/cloud/ssh_host_ed25519_key.pub"),
     )
     .unwrap();
     let host_pub = host_pub.split_whitespace().nth(1).unwrap();
-    assert!(boot.contains(host_pub), "the host key is pinned in the boot data");
+    assert!(
+        boot.contains(host_pub),
+        "the host key is pinned in the boot data"
+    );
     for secret in [
         "testing-secret-never-on-an-instance",
         "k3y1d-never-on-an-instance",
@@ -351,7 +377,12 @@ fn run_launches_labels_and_removes_the_machine(kind: Kind) {
         "{}",
         stderr(&out)
     );
-    assert_eq!(s.live().len(), 1, "one machine for three runs: {:?}", s.machines());
+    assert_eq!(
+        s.live().len(),
+        1,
+        "one machine for three runs: {:?}",
+        s.machines()
+    );
     assert_experiment(&s, 0.5, 25.0);
     // machine down removes it; gc then removes what the executor's machines shared.
     let out = s.run(&["machine", "down", "--all"]);
@@ -373,7 +404,12 @@ fn an_ephemeral_machine_is_removed_after_the_run(kind: Kind) {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_experiment(&s, 0.2, 10.0);
     assert!(s.live().is_empty(), "left: {:?}", s.machines());
-    assert_eq!(s.machines().len(), usize::from(kind == Kind::Aws), "{:?}", s.machines());
+    assert_eq!(
+        s.machines().len(),
+        usize::from(kind == Kind::Aws),
+        "{:?}",
+        s.machines()
+    );
 }
 
 fn ctrl_c_during_launch_and_run_leaves_nothing(kind: Kind) {
@@ -389,7 +425,10 @@ fn ctrl_c_during_launch_and_run_leaves_nothing(kind: Kind) {
     assert!(s.live().is_empty(), "left: {:?}", s.machines());
     // During the run.
     std::fs::write(s.workdir.join("bootstrap.done"), "").unwrap();
-    let (child, rx) = common::spawn_until(s.command(&["exp", "run", "-S", "sleep=60"]), "is running on");
+    let (child, rx) = common::spawn_until(
+        s.command(&["exp", "run", "-S", "sleep=60"]),
+        "is running on",
+    );
     std::thread::sleep(Duration::from_millis(800));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
@@ -431,11 +470,51 @@ fn gc_removes_what_a_killed_client_left(kind: Kind) {
     assert_eq!(s.live().len(), 1, "the killed client left its machine");
     let out = s.run(&["gc", "--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("would remove cloud: instance "), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("would remove cloud: instance "),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(s.live().len(), 1, "a dry run removes nothing");
     let out = s.run(&["gc"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(s.live().is_empty(), "left: {:?}", s.machines());
+}
+
+/// A client that vanished leaves a machine its watchdog stops; the next run removes it, and a
+/// kept one stopped that way stops costing compute (Azure deallocates it).
+fn machines_the_watchdog_stopped_are_tidied(kind: Kind) {
+    let s = setup(kind, &[]);
+    std::fs::remove_file(s.workdir.join("bootstrap.done")).unwrap();
+    let (mut child, _rx) = common::spawn_until(s.command(&["exp", "run"]), "to answer on SSH");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let orphan = s.live();
+    assert_eq!(orphan.len(), 1, "{:?}", s.machines());
+    s.stop(&orphan[0]);
+    std::fs::write(s.workdir.join("bootstrap.done"), "").unwrap();
+    let out = s.exp_run(&["-S", "lr=0.9"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("removing {}: its watchdog stopped it", orphan[0])),
+        "{err}"
+    );
+    assert!(s.live().is_empty(), "left: {:?}", s.machines());
+    assert_experiment(&s, 0.9, 45.0);
+    if let Api::Azure(f) = &s.api {
+        let out = s.run(&["machine", "up", "cloud"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let kept = s.live();
+        assert_eq!(kept.len(), 1);
+        f.power_off(&kept[0]);
+        let out = s.run(&["machine", "list"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            f.instances(),
+            vec![(kept[0].clone(), "deallocated".to_string())]
+        );
+    }
 }
 
 /// Capacity errors come from the fakes (moto cannot refuse capacity).
@@ -456,11 +535,17 @@ fn a_capacity_error_is_clear_and_leaves_nothing(kind: Kind) {
     let out = s.exp_run(&[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("no capacity") && err.contains("try another"), "{err}");
+    assert!(
+        err.contains("no capacity") && err.contains("try another"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(s.live().is_empty(), "left: {:?}", s.machines());
     if let Api::Gcp(f) = &s.api {
-        assert!(f.firewalls().is_empty(), "the launch's firewall rule is rolled back");
+        assert!(
+            f.firewalls().is_empty(),
+            "the launch's firewall rule is rolled back"
+        );
     }
     // The next launch works.
     let out = s.exp_run(&["-S", "lr=0.8"]);
@@ -514,5 +599,6 @@ conformance! {
     a_preempted_spot_machine_is_replaced: [Aws, Gcp, Azure];
     gc_removes_what_a_killed_client_left: [Aws, Gcp, Azure];
     a_capacity_error_is_clear_and_leaves_nothing: [Gcp, Azure];
+    machines_the_watchdog_stopped_are_tidied: [Gcp, Azure];
     impossible_settings_are_refused_up_front: [Gcp, Azure];
 }

@@ -100,7 +100,7 @@ pub fn run(cmd: MachineCommand, ui: Ui) -> Result<()> {
                     "executor {executor:?} is of type {}: it has no machines to bring up",
                     exec.kind
                 ))
-                .hint("machine up is for cloud executors (type aws)"));
+                .hint("machine up is for cloud executors (type aws, gcp or azure)"));
             };
             cloud.keep = true;
             let provider = provider::for_executor(&exec, &ctx)?;

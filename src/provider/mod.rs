@@ -178,6 +178,7 @@ pub fn for_executor(executor: &Executor, ctx: &Context) -> Result<Box<dyn Provid
         ExecutorType::Gcp => Ok(Box::new(gcp::provider(executor.clone(), ctx.clone())?)),
         #[cfg(feature = "azure")]
         ExecutorType::Azure => Ok(Box::new(azure::provider(executor.clone(), ctx.clone())?)),
+        #[allow(unreachable_patterns)]
         kind => Err(Error::usage(format!(
             "executor {:?} is of type {kind}, and this build of dvc-exec cannot allocate {kind} machines",
             executor.name

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::cloud::{self, ExecutorKeys, TAG_EXECUTOR, TAG_KEEP, TAG_LAUNCH, TAG_OWNER, TAG_PROJECT};
+use super::cloud::{
+    self, ExecutorKeys, TAG_EXECUTOR, TAG_KEEP, TAG_LAUNCH, TAG_OWNER, TAG_PROJECT,
+};
 use super::{Address, Context, Machine, MachineState, Provider, lease};
 use crate::config::Executor;
 use crate::config::executor::CloudSettings;
@@ -74,6 +76,11 @@ pub trait Compute: Send + Sync {
     async fn delete(&self, id: &str) -> Result<()>;
     /// The command that deletes the machine without dvc-exec.
     fn delete_command(&self, id: &str) -> String;
+    /// Release the compute of a machine its watchdog shut down, where the cloud still bills a
+    /// machine that is merely powered off (Azure: deallocate it). Default: nothing to do.
+    async fn park(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
     /// Remove (or with `dry_run` list) the executor's shared pieces (firewall rule, network,
     /// resource group), called when it has no machines left.
     async fn remove_shared(&self, dry_run: bool) -> Result<Vec<String>>;
@@ -149,6 +156,26 @@ impl<C: Compute> VmProvider<C> {
         }
     }
 
+    /// Machines the watchdog shut down: an ephemeral one is never used again (its client is
+    /// gone), so it is deleted; a kept one is parked so that it costs nothing while stopped.
+    async fn tidy(&self, vms: &[Vm], ui: &Ui) {
+        for vm in vms.iter().filter(|v| v.state == MachineState::Stopped) {
+            let kept = vm.labels.get(TAG_KEEP).map(String::as_str) == Some("true");
+            let result = if kept {
+                self.compute.park(&vm.id).await
+            } else {
+                ui.note(&format!(
+                    "removing {}: its watchdog stopped it after its client went away",
+                    vm.id
+                ));
+                self.compute.delete(&vm.id).await
+            };
+            if let Err(e) = result {
+                ui.warn(&format!("could not tidy {}: {e}", vm.id));
+            }
+        }
+    }
+
     async fn project_machines(&self, keep_only: bool) -> Result<Vec<Vm>> {
         let mut labels = vec![
             (TAG_EXECUTOR, self.executor.name.as_str()),
@@ -169,7 +196,11 @@ impl<C: Compute> VmProvider<C> {
             name: format!(
                 "dvc-exec-{}-{}",
                 cloud_name(&self.executor.name),
-                run_id.rsplit('-').next().unwrap_or(run_id).to_ascii_lowercase()
+                run_id
+                    .rsplit('-')
+                    .next()
+                    .unwrap_or(run_id)
+                    .to_ascii_lowercase()
                     + &format!("{:04x}", fastrand::u16(..))
             ),
             labels: self.labels(run_id),
@@ -187,7 +218,11 @@ impl<C: Compute> VmProvider<C> {
         };
         ui.phase(
             "launch",
-            &format!("launching {} in {} ({plan})", spec.name, self.compute.place()),
+            &format!(
+                "launching {} in {} ({plan})",
+                spec.name,
+                self.compute.place()
+            ),
         );
         self.compute.create(&spec, ui).await?;
         ui.note(&format!("launched {}", spec.name));
@@ -325,6 +360,14 @@ impl<C: Compute> Provider for VmProvider<C> {
             .compute
             .list(&[(TAG_EXECUTOR, self.executor.name.as_str())])
             .await?;
+        // Kept machines their watchdog powered off stop costing compute (Azure bills a VM
+        // that is only powered off).
+        for vm in vms.iter().filter(|v| {
+            v.state == MachineState::Stopped
+                && v.labels.get(TAG_KEEP).map(String::as_str) == Some("true")
+        }) {
+            let _ = self.compute.park(&vm.id).await;
+        }
         Ok(vms
             .iter()
             .filter(|v| v.state != MachineState::Gone)
@@ -337,8 +380,20 @@ impl<C: Compute> Provider for VmProvider<C> {
             return self.acquire_from_pool(n, run_id, ui).await;
         }
         let keys = ExecutorKeys::load_or_create(&self.executor.name)?;
+        let all = self.project_machines(false).await?;
+        self.tidy(
+            &all.iter()
+                .filter(|v| v.labels.get(TAG_KEEP).map(String::as_str) != Some("true"))
+                .cloned()
+                .collect::<Vec<_>>(),
+            ui,
+        )
+        .await;
         // Resume before create: a kept machine of this executor and project.
-        let kept = self.project_machines(true).await?;
+        let kept: Vec<Vm> = all
+            .into_iter()
+            .filter(|v| v.labels.get(TAG_KEEP).map(String::as_str) == Some("true"))
+            .collect();
         let pick = kept
             .iter()
             .find(|v| v.state == MachineState::Running)
@@ -405,10 +460,12 @@ impl<C: Compute> Provider for VmProvider<C> {
     }
 
     async fn destroy(&self, machine: &Machine) -> Result<()> {
-        self.compute
-            .delete(&machine.id)
-            .await
-            .map_err(|e| e.hint(format!("remove it with: {}", self.compute.delete_command(&machine.id))))
+        self.compute.delete(&machine.id).await.map_err(|e| {
+            e.hint(format!(
+                "remove it with: {}",
+                self.compute.delete_command(&machine.id)
+            ))
+        })
     }
 
     fn cleanup_command(&self, machine: &Machine) -> Option<String> {
@@ -450,7 +507,14 @@ pub fn poll_delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
 /// Unix seconds of an RFC 3339 time such as `2026-12-04T15:10:00.123-08:00`.
 pub fn unix_seconds(t: &str) -> Option<u64> {
     let n = |a: usize, b: usize| t.get(a..b)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, s) = (n(0, 4)?, n(5, 7)?, n(8, 10)?, n(11, 13)?, n(14, 16)?, n(17, 19)?);
+    let (y, mo, d, h, mi, s) = (
+        n(0, 4)?,
+        n(5, 7)?,
+        n(8, 10)?,
+        n(11, 13)?,
+        n(14, 16)?,
+        n(17, 19)?,
+    );
     // Days from civil (Howard Hinnant's algorithm).
     let y2 = if mo <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
@@ -487,7 +551,10 @@ mod tests {
     fn polling_backs_off_and_honours_retry_after() {
         assert_eq!(poll_delay(0, None), Duration::from_millis(250));
         assert_eq!(poll_delay(10, None), Duration::from_secs(4));
-        assert_eq!(poll_delay(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(
+            poll_delay(0, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ enum Effect {
     Provisioned(String),
     Remove(String),
     Start(String),
+    Deallocate(String),
     Fail(String, String, String),
 }
 
@@ -49,25 +50,46 @@ fn err(status: u16, code: &str, message: &str) -> Response {
 }
 
 const RESERVED_USERS: &[&str] = &[
-    "root", "admin", "administrator", "user", "user1", "test", "guest", "sys", "support",
+    "root",
+    "admin",
+    "administrator",
+    "user",
+    "user1",
+    "test",
+    "guest",
+    "sys",
+    "support",
 ];
 
 /// Why a VM body would be refused by ARM, if it would.
 fn check_vm(s: &State, b: &Value) -> Result<(), String> {
     b["location"].as_str().ok_or("location: required")?;
     let p = &b["properties"];
-    p["hardwareProfile"]["vmSize"].as_str().ok_or("properties.hardwareProfile.vmSize: required")?;
+    p["hardwareProfile"]["vmSize"]
+        .as_str()
+        .ok_or("properties.hardwareProfile.vmSize: required")?;
     let img = &p["storageProfile"]["imageReference"];
-    let by_urn = ["publisher", "offer", "sku", "version"].iter().all(|k| img[*k].is_string());
+    let by_urn = ["publisher", "offer", "sku", "version"]
+        .iter()
+        .all(|k| img[*k].is_string());
     if !by_urn && !img["id"].is_string() {
-        return Err("properties.storageProfile.imageReference: publisher, offer, sku and version, or id".into());
+        return Err(
+            "properties.storageProfile.imageReference: publisher, offer, sku and version, or id"
+                .into(),
+        );
     }
     let os = &p["osProfile"];
-    let admin = os["adminUsername"].as_str().ok_or("osProfile.adminUsername: required")?;
+    let admin = os["adminUsername"]
+        .as_str()
+        .ok_or("osProfile.adminUsername: required")?;
     if RESERVED_USERS.contains(&admin) {
-        return Err(format!("The Admin Username specified is not allowed: {admin}"));
+        return Err(format!(
+            "The Admin Username specified is not allowed: {admin}"
+        ));
     }
-    os["computerName"].as_str().ok_or("osProfile.computerName: required")?;
+    os["computerName"]
+        .as_str()
+        .ok_or("osProfile.computerName: required")?;
     if let Some(c) = os["customData"].as_str() {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD
@@ -82,12 +104,18 @@ fn check_vm(s: &State, b: &Value) -> Result<(), String> {
     let nic = &net["networkInterfaceConfigurations"][0];
     if nic.is_object() {
         if !net["networkApiVersion"].is_string() {
-            return Err("networkProfile.networkApiVersion is required with networkInterfaceConfigurations".into());
+            return Err(
+                "networkProfile.networkApiVersion is required with networkInterfaceConfigurations"
+                    .into(),
+            );
         }
         let ipc = &nic["properties"]["ipConfigurations"][0]["properties"];
-        for id in [nic["properties"]["networkSecurityGroup"]["id"].as_str(), ipc["subnet"]["id"].as_str()]
-            .into_iter()
-            .flatten()
+        for id in [
+            nic["properties"]["networkSecurityGroup"]["id"].as_str(),
+            ipc["subnet"]["id"].as_str(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let parent = id.split("/subnets/").next().unwrap().to_ascii_lowercase();
             if !s.resources.contains_key(&parent) {
@@ -104,7 +132,10 @@ fn check_vm(s: &State, b: &Value) -> Result<(), String> {
         if tags.len() > 50 {
             return Err("at most 50 tags".into());
         }
-        if tags.keys().any(|k| k.contains(['<', '>', '%', '&', '\\', '?', '/'])) {
+        if tags
+            .keys()
+            .any(|k| k.contains(['<', '>', '%', '&', '\\', '?', '/']))
+        {
             return Err("tag names cannot contain <, >, %, &, \\, ?, /".into());
         }
     }
@@ -140,7 +171,10 @@ impl FakeAzure {
                 let state = if v["properties"]["provisioningState"] == "Succeeded" {
                     v["_power"].as_str().unwrap_or("").to_string()
                 } else {
-                    v["properties"]["provisioningState"].as_str().unwrap_or("").to_string()
+                    v["properties"]["provisioningState"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
                 };
                 (v["name"].as_str().unwrap_or("").to_string(), state)
             })
@@ -156,7 +190,13 @@ impl FakeAzure {
 
     /// Every resource id there is.
     pub fn resource_ids(&self) -> Vec<String> {
-        self.state.lock().unwrap().resources.keys().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .resources
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub fn fail_next_create(&self, code: &str, message: &str) {
@@ -167,11 +207,29 @@ impl FakeAzure {
     /// deallocated.
     pub fn preempt(&self, name: &str) {
         let mut s = self.state.lock().unwrap();
-        let Some(id) = s.resources.iter().find(|(_, v)| v["name"] == name && v["type"] == "Microsoft.Compute/virtualMachines").map(|(k, _)| k.clone()) else { return };
+        let Some(id) = s
+            .resources
+            .iter()
+            .find(|(_, v)| v["name"] == name && v["type"] == "Microsoft.Compute/virtualMachines")
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
         if s.resources[&id]["properties"]["evictionPolicy"] == "Delete" {
             remove(&mut s, &id);
         } else {
             s.resources.get_mut(&id).unwrap()["_power"] = json!("deallocated");
+        }
+    }
+
+    /// The VM's operating system shuts down (what its watchdog does): Azure then reports it
+    /// stopped, still allocated and billed.
+    pub fn power_off(&self, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        for v in s.resources.values_mut() {
+            if v["name"] == name && v["type"] == "Microsoft.Compute/virtualMachines" {
+                v["_power"] = json!("stopped");
+            }
         }
     }
 
@@ -193,7 +251,8 @@ fn remove(s: &mut State, id: &str) {
             .as_str()
             .unwrap_or("")
             .to_ascii_lowercase();
-        s.resources.retain(|k, _| !k.ends_with(&format!("/publicipaddresses/{ip}")));
+        s.resources
+            .retain(|k, _| !k.ends_with(&format!("/publicipaddresses/{ip}")));
     }
     // Everything inside a removed group goes with it.
     if !id.contains("/providers/") {
@@ -202,14 +261,35 @@ fn remove(s: &mut State, id: &str) {
     }
 }
 
-fn new_op(s: &mut State, host: &str, effect: Effect, location_style: bool) -> Vec<(String, String)> {
+fn new_op(
+    s: &mut State,
+    host: &str,
+    effect: Effect,
+    location_style: bool,
+) -> Vec<(String, String)> {
     s.next += 1;
     let id = format!("op{}", s.next);
-    s.ops.insert(id.clone(), Op { polls_left: 2, effect, result: None });
+    s.ops.insert(
+        id.clone(),
+        Op {
+            polls_left: 2,
+            effect,
+            result: None,
+        },
+    );
     if location_style {
-        vec![("Location".into(), format!("http://{host}/fake-operations/{id}")), ("Retry-After".into(), "0".into())]
+        vec![
+            (
+                "Location".into(),
+                format!("http://{host}/fake-operations/{id}"),
+            ),
+            ("Retry-After".into(), "0".into()),
+        ]
     } else {
-        vec![("Azure-AsyncOperation".into(), format!("http://{host}/fake-async/{id}?api-version=2024-07-01"))]
+        vec![(
+            "Azure-AsyncOperation".into(),
+            format!("http://{host}/fake-async/{id}?api-version=2024-07-01"),
+        )]
     }
 }
 
@@ -230,13 +310,17 @@ fn finish(s: &mut State, id: &str) -> Option<(u16, Value)> {
                 r["_power"] = json!("running");
             }
             let public_ip = s.resources.get(&rid).and_then(|r| {
-                r["properties"]["networkProfile"]["networkInterfaceConfigurations"][0]["properties"]["ipConfigurations"][0]["properties"]["publicIPAddressConfiguration"]["name"]
+                r["properties"]["networkProfile"]["networkInterfaceConfigurations"][0]["properties"]
+                    ["ipConfigurations"][0]["properties"]["publicIPAddressConfiguration"]["name"]
                     .as_str()
                     .map(String::from)
             });
             if let Some(ip) = public_ip {
                 let group = rid.split("/providers/").next().unwrap().to_string();
-                let ip_id = format!("{group}/providers/microsoft.network/publicipaddresses/{}", ip.to_ascii_lowercase());
+                let ip_id = format!(
+                    "{group}/providers/microsoft.network/publicipaddresses/{}",
+                    ip.to_ascii_lowercase()
+                );
                 s.resources.insert(ip_id, json!({"name": ip, "type": "Microsoft.Network/publicIPAddresses", "properties": {"ipAddress": "127.0.0.1", "provisioningState": "Succeeded"}}));
             }
             (200, json!({"status": "Succeeded"}))
@@ -251,11 +335,20 @@ fn finish(s: &mut State, id: &str) -> Option<(u16, Value)> {
             }
             (200, json!({"status": "Succeeded"}))
         }
+        Effect::Deallocate(rid) => {
+            if let Some(r) = s.resources.get_mut(&rid) {
+                r["_power"] = json!("deallocated");
+            }
+            (200, json!({"status": "Succeeded"}))
+        }
         Effect::Fail(rid, code, message) => {
             if let Some(r) = s.resources.get_mut(&rid) {
                 r["properties"]["provisioningState"] = json!("Failed");
             }
-            (200, json!({"status": "Failed", "error": {"code": code, "message": message}}))
+            (
+                200,
+                json!({"status": "Failed", "error": {"code": code, "message": message}}),
+            )
         }
     };
     s.ops.get_mut(id).unwrap().result = Some(result.clone());
@@ -281,7 +374,11 @@ fn handle(state: &Mutex<State>, host: String, req: &Request) -> Response {
     let mut s = state.lock().unwrap();
     s.log.push(format!("{} {}", req.method, req.path));
     if req.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {TOKEN}")) {
-        return err(401, "InvalidAuthenticationToken", "The access token is invalid.");
+        return err(
+            401,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        );
     }
     if let Some(op) = req.path.strip_prefix("/fake-async/") {
         return match finish(&mut s, op) {
@@ -291,30 +388,49 @@ fn handle(state: &Mutex<State>, host: String, req: &Request) -> Response {
     }
     if let Some(op) = req.path.strip_prefix("/fake-operations/") {
         return match finish(&mut s, op) {
-            None => Response::json(202, Value::Null).header("Retry-After", "0").header("Location", &format!("http://{host}/fake-operations/{op}")),
+            None => Response::json(202, Value::Null)
+                .header("Retry-After", "0")
+                .header("Location", &format!("http://{host}/fake-operations/{op}")),
             Some((200, b)) if b["status"] == "Succeeded" => Response::json(204, Value::Null),
             Some((_, b)) => Response::json(400, json!({"error": b["error"]})),
         };
     }
     if !req.query.contains_key("api-version") {
-        return err(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.");
+        return err(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        );
     }
     let id = req.path.trim_end_matches('/').to_ascii_lowercase();
     let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     let lower: Vec<String> = parts.iter().map(|p| p.to_ascii_lowercase()).collect();
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
-    let group_id = |rg: &str, sub: &str| format!("/subscriptions/{sub}/resourcegroups/{}", rg.to_ascii_lowercase());
+    let group_id = |rg: &str, sub: &str| {
+        format!(
+            "/subscriptions/{sub}/resourcegroups/{}",
+            rg.to_ascii_lowercase()
+        )
+    };
     match (req.method.as_str(), lower.as_slice()) {
         (m, ["subscriptions", sub, "resourcegroups", rg]) => {
             let rid = group_id(rg, sub);
             match m {
                 "GET" => match s.resources.get(&rid) {
                     Some(v) => Response::json(200, v.clone()),
-                    None => err(404, "ResourceGroupNotFound", &format!("Resource group '{}' could not be found.", parts[3])),
+                    None => err(
+                        404,
+                        "ResourceGroupNotFound",
+                        &format!("Resource group '{}' could not be found.", parts[3]),
+                    ),
                 },
                 "PUT" => {
                     if !req.body["location"].is_string() {
-                        return err(400, "LocationRequired", "The location property is required for this definition.");
+                        return err(
+                            400,
+                            "LocationRequired",
+                            "The location property is required for this definition.",
+                        );
                     }
                     let v = json!({"id": req.path, "name": parts[3], "location": req.body["location"], "tags": req.body["tags"], "properties": {"provisioningState": "Succeeded"}});
                     s.resources.insert(rid, v.clone());
@@ -332,7 +448,18 @@ fn handle(state: &Mutex<State>, host: String, req: &Request) -> Response {
                 _ => err(405, "MethodNotAllowed", m),
             }
         }
-        ("GET", ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.compute", "virtualmachines"]) => {
+        (
+            "GET",
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.compute",
+                "virtualmachines",
+            ],
+        ) => {
             let prefix = format!("{id}/");
             let vms: Vec<Value> = s
                 .resources
@@ -342,24 +469,69 @@ fn handle(state: &Mutex<State>, host: String, req: &Request) -> Response {
                 .collect();
             Response::json(200, json!({"value": vms}))
         }
-        ("GET", ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.compute", "virtualmachines", _, "instanceview"]) => {
+        (
+            "GET",
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.compute",
+                "virtualmachines",
+                _,
+                "instanceview",
+            ],
+        ) => {
             let vm_id = id.trim_end_matches("/instanceview").to_string();
             match s.resources.get(&vm_id) {
-                Some(v) => Response::json(200, public(v, true)["properties"]["instanceView"].clone()),
+                Some(v) => {
+                    Response::json(200, public(v, true)["properties"]["instanceView"].clone())
+                }
                 None => err(404, "ResourceNotFound", "The Resource was not found."),
             }
         }
-        ("POST", ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.compute", "virtualmachines", _, "start"]) => {
-            let vm_id = id.trim_end_matches("/start").to_string();
+        (
+            "POST",
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.compute",
+                "virtualmachines",
+                _,
+                action @ ("start" | "deallocate"),
+            ],
+        ) => {
+            let vm_id = id.trim_end_matches(&format!("/{action}")).to_string();
             if !s.resources.contains_key(&vm_id) {
                 return err(404, "ResourceNotFound", "The Resource was not found.");
             }
-            let h = new_op(&mut s, &host, Effect::Start(vm_id), true);
+            let effect = if *action == "start" {
+                Effect::Start(vm_id)
+            } else {
+                Effect::Deallocate(vm_id)
+            };
+            let h = new_op(&mut s, &host, effect, true);
             let mut r = Response::json(202, Value::Null);
             r.headers = h;
             r
         }
-        (m, ["subscriptions", sub, "resourcegroups", rg, "providers", provider, kind, _]) => {
+        (
+            m,
+            [
+                "subscriptions",
+                sub,
+                "resourcegroups",
+                rg,
+                "providers",
+                provider,
+                kind,
+                _,
+            ],
+        ) => {
             let full_kind = format!("{}/{}", parts[5], parts[6]);
             let known = [
                 "microsoft.compute/virtualmachines",
@@ -372,38 +544,80 @@ fn handle(state: &Mutex<State>, host: String, req: &Request) -> Response {
             }
             match m {
                 "GET" => match s.resources.get(&id) {
-                    Some(v) => Response::json(200, public(v, req.query.get("$expand").is_some_and(|e| e == "instanceView"))),
-                    None => err(404, "ResourceNotFound", &format!("The Resource '{full_kind}/{}' under resource group '{}' was not found.", parts[7], parts[3])),
+                    Some(v) => Response::json(
+                        200,
+                        public(
+                            v,
+                            req.query
+                                .get("$expand")
+                                .is_some_and(|e| e == "instanceView"),
+                        ),
+                    ),
+                    None => err(
+                        404,
+                        "ResourceNotFound",
+                        &format!(
+                            "The Resource '{full_kind}/{}' under resource group '{}' was not found.",
+                            parts[7], parts[3]
+                        ),
+                    ),
                 },
                 "PUT" => {
                     if !s.resources.contains_key(&group_id(rg, sub)) {
-                        return err(404, "ResourceGroupNotFound", &format!("Resource group '{}' could not be found.", parts[3]));
+                        return err(
+                            404,
+                            "ResourceGroupNotFound",
+                            &format!("Resource group '{}' could not be found.", parts[3]),
+                        );
                     }
                     let body = &req.body;
                     if !body["location"].is_string() {
-                        return err(400, "LocationRequired", "The location property is required.");
+                        return err(
+                            400,
+                            "LocationRequired",
+                            "The location property is required.",
+                        );
                     }
                     let is_vm = *kind == "virtualmachines";
                     if is_vm && let Err(e) = check_vm(&s, body) {
                         return err(400, "InvalidParameter", &e);
                     }
                     if *kind == "networksecuritygroups" {
-                        for r in body["properties"]["securityRules"].as_array().cloned().unwrap_or_default() {
+                        for r in body["properties"]["securityRules"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                        {
                             let p = &r["properties"];
-                            let ok = ["protocol", "access", "direction", "sourceAddressPrefix", "destinationPortRange"]
-                                .iter()
-                                .all(|k| p[*k].is_string())
+                            let ok = [
+                                "protocol",
+                                "access",
+                                "direction",
+                                "sourceAddressPrefix",
+                                "destinationPortRange",
+                            ]
+                            .iter()
+                            .all(|k| p[*k].is_string())
                                 && p["priority"].is_u64();
                             if !ok {
-                                return err(400, "InvalidRequestFormat", &format!("bad security rule {r}"));
+                                return err(
+                                    400,
+                                    "InvalidRequestFormat",
+                                    &format!("bad security rule {r}"),
+                                );
                             }
                         }
                     }
                     let mut v = body.clone();
                     v["id"] = json!(req.path);
                     v["name"] = json!(parts[7]);
-                    v["type"] = json!(full_kind.replace("microsoft.", "Microsoft.").replace("virtualmachines", "virtualMachines"));
-                    v["properties"]["provisioningState"] = json!(if is_vm { "Creating" } else { "Updating" });
+                    v["type"] = json!(
+                        full_kind
+                            .replace("microsoft.", "Microsoft.")
+                            .replace("virtualmachines", "virtualMachines")
+                    );
+                    v["properties"]["provisioningState"] =
+                        json!(if is_vm { "Creating" } else { "Updating" });
                     if is_vm {
                         v["properties"]["timeCreated"] = json!("2026-12-04T23:10:00.0000000+00:00");
                         v["_power"] = json!("starting");
@@ -434,6 +648,10 @@ fn handle(state: &Mutex<State>, host: String, req: &Request) -> Response {
                 _ => err(405, "MethodNotAllowed", m),
             }
         }
-        _ => err(404, "NotFound", &format!("the fake has no {} {}", req.method, req.path)),
+        _ => err(
+            404,
+            "NotFound",
+            &format!("the fake has no {} {}", req.method, req.path),
+        ),
     }
 }

@@ -56,14 +56,16 @@ fn valid_name(n: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
-        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !n.ends_with('-')
 }
 
 fn valid_label(s: &str, key: bool) -> bool {
     s.len() <= 63
         && (!key || s.starts_with(|c: char| c.is_ascii_lowercase()))
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 /// Why an instance body would be refused by the real API, if it would.
@@ -74,30 +76,45 @@ fn check_instance(zone: &str, b: &Value) -> Result<(), String> {
     }
     let mt = b["machineType"].as_str().ok_or("machineType: required")?;
     if !mt.contains(&format!("zones/{zone}/machineTypes/")) {
-        return Err(format!("Invalid value for field 'resource.machineType': '{mt}'"));
+        return Err(format!(
+            "Invalid value for field 'resource.machineType': '{mt}'"
+        ));
     }
     let disks = b["disks"].as_array().ok_or("disks: required")?;
-    let boot = disks.iter().find(|d| d["boot"] == true).ok_or("a boot disk is required")?;
+    let boot = disks
+        .iter()
+        .find(|d| d["boot"] == true)
+        .ok_or("a boot disk is required")?;
     if boot["initializeParams"]["sourceImage"].as_str().is_none() {
-        return Err("Invalid value for field 'resource.disks[0].initializeParams.sourceImage'".into());
+        return Err(
+            "Invalid value for field 'resource.disks[0].initializeParams.sourceImage'".into(),
+        );
     }
     if let Some(size) = boot["initializeParams"].get("diskSizeGb")
         && !size.is_string()
     {
         return Err("diskSizeGb is an int64: a JSON string".into());
     }
-    let nics = b["networkInterfaces"].as_array().ok_or("networkInterfaces: required")?;
+    let nics = b["networkInterfaces"]
+        .as_array()
+        .ok_or("networkInterfaces: required")?;
     if nics.is_empty() || nics[0]["network"].as_str().is_none() {
         return Err("networkInterfaces[0].network: required".into());
     }
     if let Some(labels) = b["labels"].as_object() {
         for (k, v) in labels {
             if !valid_label(k, true) || !v.as_str().is_some_and(|v| valid_label(v, false)) {
-                return Err(format!("Invalid value for field 'resource.labels': '{k}={v}'"));
+                return Err(format!(
+                    "Invalid value for field 'resource.labels': '{k}={v}'"
+                ));
             }
         }
     }
-    for item in b["metadata"]["items"].as_array().cloned().unwrap_or_default() {
+    for item in b["metadata"]["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         if !item["key"].is_string() || !item["value"].is_string() {
             return Err("metadata items need a string key and value".into());
         }
@@ -105,12 +122,19 @@ fn check_instance(zone: &str, b: &Value) -> Result<(), String> {
     let s = &b["scheduling"];
     let model = s["provisioningModel"].as_str().unwrap_or("STANDARD");
     if !["STANDARD", "SPOT"].contains(&model) {
-        return Err(format!("Invalid value for field 'resource.scheduling.provisioningModel': '{model}'"));
+        return Err(format!(
+            "Invalid value for field 'resource.scheduling.provisioningModel': '{model}'"
+        ));
     }
-    if model == "SPOT" && (s["automaticRestart"] != false || s["onHostMaintenance"] != "TERMINATE") {
+    if model == "SPOT" && (s["automaticRestart"] != false || s["onHostMaintenance"] != "TERMINATE")
+    {
         return Err("Spot VMs need automaticRestart false and onHostMaintenance TERMINATE".into());
     }
-    if b["guestAccelerators"].as_array().is_some_and(|a| !a.is_empty()) && s["onHostMaintenance"] != "TERMINATE" {
+    if b["guestAccelerators"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+        && s["onHostMaintenance"] != "TERMINATE"
+    {
         return Err("Instances with guest accelerators do not support live migration".into());
     }
     Ok(())
@@ -142,7 +166,13 @@ impl FakeGcp {
     }
 
     pub fn firewalls(&self) -> Vec<Value> {
-        self.state.lock().unwrap().firewalls.values().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .firewalls
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The next insert's operation ends with this error.
@@ -153,9 +183,10 @@ impl FakeGcp {
     /// A spot preemption: the instance stops, or goes when its termination action is DELETE.
     pub fn preempt(&self, name: &str) {
         let mut s = self.state.lock().unwrap();
-        let delete = s.instances.get(name).is_some_and(|i| {
-            i["scheduling"]["instanceTerminationAction"] == "DELETE"
-        });
+        let delete = s
+            .instances
+            .get(name)
+            .is_some_and(|i| i["scheduling"]["instanceTerminationAction"] == "DELETE");
         if delete {
             s.instances.remove(name);
         } else if let Some(i) = s.instances.get_mut(name) {
@@ -169,12 +200,24 @@ impl FakeGcp {
     }
 }
 
-fn new_op(s: &mut State, base: &str, zone: Option<&str>, kind: &str, target: &str, effect: Effect) -> Response {
+fn new_op(
+    s: &mut State,
+    base: &str,
+    zone: Option<&str>,
+    kind: &str,
+    target: &str,
+    effect: Effect,
+) -> Response {
     s.next += 1;
     let name = format!("operation-{}-{kind}", s.next);
     s.ops.insert(
         name.clone(),
-        Op { polls_left: 2, effect, zone: zone.map(String::from), done: None },
+        Op {
+            polls_left: 2,
+            effect,
+            zone: zone.map(String::from),
+            done: None,
+        },
     );
     Response::json(
         200,
@@ -189,7 +232,11 @@ fn new_op(s: &mut State, base: &str, zone: Option<&str>, kind: &str, target: &st
 
 fn poll_op(s: &mut State, name: &str) -> Response {
     let Some(op) = s.ops.get_mut(name) else {
-        return err(404, "notFound", &format!("The resource 'operations/{name}' was not found"));
+        return err(
+            404,
+            "notFound",
+            &format!("The resource 'operations/{name}' was not found"),
+        );
     };
     if let Some(done) = &op.done {
         return Response::json(200, done.clone());
@@ -234,7 +281,9 @@ fn matches_filter(i: &Value, filter: &str) -> bool {
         .filter(|t| !t.trim().is_empty())
         .all(|term| {
             let t = term.trim().trim_start_matches('(').trim_end_matches(')');
-            let Some((k, v)) = t.split_once(" = ") else { return false };
+            let Some((k, v)) = t.split_once(" = ") else {
+                return false;
+            };
             let key = k.trim().trim_start_matches("labels.");
             i["labels"][key].as_str() == Some(v.trim().trim_matches('"'))
         })
@@ -243,10 +292,18 @@ fn matches_filter(i: &Value, filter: &str) -> bool {
 fn handle(state: &Mutex<State>, req: &Request) -> Response {
     let mut s = state.lock().unwrap();
     s.log.push(format!("{} {}", req.method, req.path));
-    let auth = req.headers.get("authorization").cloned().unwrap_or_default();
+    let auth = req
+        .headers
+        .get("authorization")
+        .cloned()
+        .unwrap_or_default();
     // A service-account key signs a JWT locally: header.claims.signature.
     if !auth.starts_with("Bearer ") || auth.matches('.').count() != 2 {
-        return err(401, "authError", "Request is missing a valid OAuth 2 access token");
+        return err(
+            401,
+            "authError",
+            "Request is missing a valid OAuth 2 access token",
+        );
     }
     let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     let base_for = |p: &str| format!("https://www.googleapis.com/compute/v1/projects/{p}");
@@ -257,7 +314,11 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             }
             let name = req.body["name"].as_str().unwrap().to_string();
             if s.instances.contains_key(&name) {
-                return err(409, "alreadyExists", &format!("The resource '{name}' already exists"));
+                return err(
+                    409,
+                    "alreadyExists",
+                    &format!("The resource '{name}' already exists"),
+                );
             }
             let mut i = req.body.clone();
             i["status"] = json!("PROVISIONING");
@@ -271,7 +332,14 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 Some((code, message)) => Effect::Fail(name.clone(), code, message),
                 None => Effect::Run(name.clone()),
             };
-            new_op(&mut s, &base_for(p), Some(z), "insert", &format!("zones/{z}/instances/{name}"), effect)
+            new_op(
+                &mut s,
+                &base_for(p),
+                Some(z),
+                "insert",
+                &format!("zones/{z}/instances/{name}"),
+                effect,
+            )
         }
         ("GET", ["compute", "v1", "projects", _, "zones", _, "instances"]) => {
             let filter = req.query.get("filter").cloned().unwrap_or_default();
@@ -283,34 +351,85 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 .collect();
             Response::json(200, json!({"kind": "compute#instanceList", "items": items}))
         }
-        ("GET", ["compute", "v1", "projects", _, "zones", _, "instances", n]) => match s.instances.get(*n) {
-            Some(i) => Response::json(200, i.clone()),
-            None => err(404, "notFound", &format!("The resource 'instances/{n}' was not found")),
-        },
+        ("GET", ["compute", "v1", "projects", _, "zones", _, "instances", n]) => {
+            match s.instances.get(*n) {
+                Some(i) => Response::json(200, i.clone()),
+                None => err(
+                    404,
+                    "notFound",
+                    &format!("The resource 'instances/{n}' was not found"),
+                ),
+            }
+        }
         ("DELETE", ["compute", "v1", "projects", p, "zones", z, "instances", n]) => {
             if !s.instances.contains_key(*n) {
-                return err(404, "notFound", &format!("The resource 'instances/{n}' was not found"));
+                return err(
+                    404,
+                    "notFound",
+                    &format!("The resource 'instances/{n}' was not found"),
+                );
             }
             if let Some(i) = s.instances.get_mut(*n) {
                 i["status"] = json!("STOPPING");
             }
-            new_op(&mut s, &base_for(p), Some(z), "delete", &format!("zones/{z}/instances/{n}"), Effect::Delete(n.to_string()))
+            new_op(
+                &mut s,
+                &base_for(p),
+                Some(z),
+                "delete",
+                &format!("zones/{z}/instances/{n}"),
+                Effect::Delete(n.to_string()),
+            )
         }
-        ("POST", ["compute", "v1", "projects", p, "zones", z, "instances", n, "start"]) => {
+        (
+            "POST",
+            [
+                "compute",
+                "v1",
+                "projects",
+                p,
+                "zones",
+                z,
+                "instances",
+                n,
+                "start",
+            ],
+        ) => {
             if !s.instances.contains_key(*n) {
-                return err(404, "notFound", &format!("The resource 'instances/{n}' was not found"));
+                return err(
+                    404,
+                    "notFound",
+                    &format!("The resource 'instances/{n}' was not found"),
+                );
             }
             if let Some(i) = s.instances.get_mut(*n) {
                 i["status"] = json!("STAGING");
             }
-            new_op(&mut s, &base_for(p), Some(z), "start", &format!("zones/{z}/instances/{n}"), Effect::Start(n.to_string()))
+            new_op(
+                &mut s,
+                &base_for(p),
+                Some(z),
+                "start",
+                &format!("zones/{z}/instances/{n}"),
+                Effect::Start(n.to_string()),
+            )
         }
-        ("GET", ["compute", "v1", "projects", _, "zones", _, "operations", op]) => poll_op(&mut s, op),
-        ("GET", ["compute", "v1", "projects", _, "global", "operations", op]) => poll_op(&mut s, op),
-        ("GET", ["compute", "v1", "projects", _, "global", "firewalls", n]) => match s.firewalls.get(*n) {
-            Some(f) => Response::json(200, f.clone()),
-            None => err(404, "notFound", &format!("The resource 'firewalls/{n}' was not found")),
-        },
+        ("GET", ["compute", "v1", "projects", _, "zones", _, "operations", op]) => {
+            poll_op(&mut s, op)
+        }
+        ("GET", ["compute", "v1", "projects", _, "global", "operations", op]) => {
+            poll_op(&mut s, op)
+        }
+        ("GET", ["compute", "v1", "projects", _, "global", "firewalls", n]) => {
+            match s.firewalls.get(*n) {
+                Some(f) => Response::json(200, f.clone()),
+                None => err(
+                    404,
+                    "notFound",
+                    &format!("The resource 'firewalls/{n}' was not found"),
+                ),
+            }
+        }
         ("POST", ["compute", "v1", "projects", p, "global", "firewalls"]) => {
             let b = &req.body;
             let ok = b["name"].as_str().is_some_and(valid_name)
@@ -321,14 +440,36 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 return err(400, "invalid", &format!("Invalid firewall: {b}"));
             }
             let name = b["name"].as_str().unwrap().to_string();
-            new_op(&mut s, &base_for(p), None, "insert", &format!("global/firewalls/{name}"), Effect::Firewall(Some(b.clone()), name.clone()))
+            new_op(
+                &mut s,
+                &base_for(p),
+                None,
+                "insert",
+                &format!("global/firewalls/{name}"),
+                Effect::Firewall(Some(b.clone()), name.clone()),
+            )
         }
         ("DELETE", ["compute", "v1", "projects", p, "global", "firewalls", n]) => {
             if !s.firewalls.contains_key(*n) {
-                return err(404, "notFound", &format!("The resource 'firewalls/{n}' was not found"));
+                return err(
+                    404,
+                    "notFound",
+                    &format!("The resource 'firewalls/{n}' was not found"),
+                );
             }
-            new_op(&mut s, &base_for(p), None, "delete", &format!("global/firewalls/{n}"), Effect::Firewall(None, n.to_string()))
+            new_op(
+                &mut s,
+                &base_for(p),
+                None,
+                "delete",
+                &format!("global/firewalls/{n}"),
+                Effect::Firewall(None, n.to_string()),
+            )
         }
-        _ => err(404, "notFound", &format!("the fake has no {} {}", req.method, req.path)),
+        _ => err(
+            404,
+            "notFound",
+            &format!("the fake has no {} {}", req.method, req.path),
+        ),
     }
 }

@@ -26,7 +26,11 @@ pub struct Response {
 
 impl Response {
     pub fn json(status: u16, body: serde_json::Value) -> Self {
-        Self { status, headers: Vec::new(), body }
+        Self {
+            status,
+            headers: Vec::new(),
+            body,
+        }
     }
     pub fn header(mut self, k: &str, v: &str) -> Self {
         self.headers.push((k.into(), v.into()));
@@ -98,7 +102,13 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
         serde_json::from_slice(&body)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()))
     };
-    Some(Request { method, path: decode(path), query, headers, body })
+    Some(Request {
+        method,
+        path: decode(path),
+        query,
+        headers,
+        body,
+    })
 }
 
 /// Serve `handle` on a free loopback port until the process ends; returns the port.
@@ -114,9 +124,15 @@ where
             let Ok(mut stream) = stream else { continue };
             let handle = handle.clone();
             std::thread::spawn(move || {
-                let Some(req) = read_request(&stream) else { return };
+                let Some(req) = read_request(&stream) else {
+                    return;
+                };
                 let resp = handle(&req);
-                let body = if resp.body.is_null() { String::new() } else { resp.body.to_string() };
+                let body = if resp.body.is_null() {
+                    String::new()
+                } else {
+                    resp.body.to_string()
+                };
                 let mut head = format!(
                     "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
                     resp.status,

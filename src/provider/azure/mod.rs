@@ -134,7 +134,11 @@ impl Azure {
             .unwrap_or_else(|| "eastus".into());
         let group = setting("resource_group")
             .unwrap_or_else(|| format!("dvc-exec-{}", vm::cloud_name(&executor.name)));
-        let service_principal = match (setting("tenant_id"), setting("client_id"), setting("client_secret")) {
+        let service_principal = match (
+            setting("tenant_id"),
+            setting("client_id"),
+            setting("client_secret"),
+        ) {
             (Some(t), Some(c), Some(s)) => Some((t, c, s)),
             (None, None, None) => match (
                 std::env::var("AZURE_TENANT_ID"),
@@ -186,7 +190,9 @@ impl Azure {
         let mut errors = Vec::new();
         if let Some(c) = self.credential.get() {
             let t = c.get_token(&[SCOPE], None).await.map_err(|e| {
-                Error::usage("cannot get an Azure token").source(e).hint("log in again with `az login`")
+                Error::usage("cannot get an Azure token")
+                    .source(e)
+                    .hint("log in again with `az login`")
             })?;
             let t = t.token.secret().to_string();
             *cached = Some((t.clone(), std::time::Instant::now()));
@@ -231,7 +237,9 @@ impl Azure {
         }
         Err(Error::usage("no Azure credentials were found")
             .source(std::io::Error::other(errors.join("; ")))
-            .hint("run `az login`, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET"))
+            .hint(
+                "run `az login`, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET",
+            ))
     }
 
     fn url(&self, path: &str, api: &str) -> String {
@@ -243,7 +251,10 @@ impl Azure {
     }
 
     fn group_path(&self) -> String {
-        format!("/subscriptions/{}/resourcegroups/{}", self.subscription, self.group)
+        format!(
+            "/subscriptions/{}/resourcegroups/{}",
+            self.subscription, self.group
+        )
     }
 
     fn provider_path(&self, provider: &str, kind: &str, name: &str) -> String {
@@ -274,7 +285,13 @@ impl Azure {
     }
 
     /// One request; `url` is complete.
-    async fn send(&self, what: &str, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Reply> {
+    async fn send(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply> {
         let token = self.bearer().await?;
         let mut attempt = 0;
         loop {
@@ -308,13 +325,23 @@ impl Azure {
             } else {
                 serde_json::from_str(&text).unwrap_or(Value::String(text))
             };
-            return Ok(Reply { status, headers, body });
+            return Ok(Reply {
+                status,
+                headers,
+                body,
+            });
         }
     }
 
     /// A call that may be a long-running operation: follow it to its end. Returns the final
     /// body (for a PUT, the resource read again).
-    async fn call(&self, what: &str, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Value> {
+    async fn call(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
         let first = self.send(what, method.clone(), url, body).await?;
         if first.status >= 400 {
             return Err(arm_error(what, first.status, &first.body));
@@ -374,7 +401,11 @@ impl Azure {
             match r.body["properties"]["provisioningState"].as_str() {
                 None | Some("Succeeded") => return Ok(r.body),
                 Some("Failed") | Some("Canceled") => {
-                    return Err(arm_error(what, 200, &json!({"code": "ProvisioningFailed", "message": format!("provisioningState is {}", r.body["properties"]["provisioningState"])})));
+                    return Err(arm_error(
+                        what,
+                        200,
+                        &json!({"code": "ProvisioningFailed", "message": format!("provisioningState is {}", r.body["properties"]["provisioningState"])}),
+                    ));
                 }
                 Some(_) => {}
             }
@@ -402,7 +433,11 @@ impl Azure {
     /// The resource group, virtual network and security group the executor's machines share.
     async fn ensure_shared(&self, cidr: &str) -> Result<()> {
         let rg = self.url(&self.group_path(), RESOURCES_API);
-        if self.exists("looking up the resource group", &rg).await?.is_none() {
+        if self
+            .exists("looking up the resource group", &rg)
+            .await?
+            .is_none()
+        {
             self.call(
                 "creating the resource group",
                 reqwest::Method::PUT,
@@ -479,11 +514,17 @@ impl Azure {
     fn vm_body(&self, spec: &LaunchSpec) -> Result<Value> {
         // Azure reserves root (and admin, ...) as the admin user: log in as root through
         // cloud-init instead (the user data then lets root in with the same key).
-        let admin = if spec.user == "root" { "azureuser" } else { spec.user.as_str() };
+        let admin = if spec.user == "root" {
+            "azureuser"
+        } else {
+            spec.user.as_str()
+        };
         let custom = base64::engine::general_purpose::STANDARD.encode(spec.user_data.as_bytes());
         if custom.len() > 65535 {
-            return Err(Error::usage("the machine's user data is over Azure's 64 KiB")
-                .hint("shorten the startup_script: let it download and run a longer script"));
+            return Err(
+                Error::usage("the machine's user data is over Azure's 64 KiB")
+                    .hint("shorten the startup_script: let it download and run a longer script"),
+            );
         }
         let mut os_disk = json!({
             "createOption": "FromImage",
@@ -554,7 +595,10 @@ impl Azure {
         let name = v["name"].as_str().unwrap_or_default().to_string();
         let mut view = v["properties"]["instanceView"].clone();
         if view.is_null() {
-            let url = self.url(&format!("{}/instanceView", self.vm_path(&name)), COMPUTE_API);
+            let url = self.url(
+                &format!("{}/instanceView", self.vm_path(&name)),
+                COMPUTE_API,
+            );
             view = self
                 .exists(&format!("looking up {name}"), &url)
                 .await?
@@ -577,7 +621,11 @@ impl Azure {
         };
         let address = if state == MachineState::Running {
             let ip = self.url(
-                &self.provider_path("Microsoft.Network", "publicIPAddresses", &format!("{name}-ip")),
+                &self.provider_path(
+                    "Microsoft.Network",
+                    "publicIPAddresses",
+                    &format!("{name}-ip"),
+                ),
                 NETWORK_API,
             );
             self.exists("looking up the public address", &ip)
@@ -596,7 +644,7 @@ impl Azure {
             .unwrap_or_default();
         let launched = v["properties"]["timeCreated"]
             .as_str()
-            .and_then(|t| crate::provider::vm::unix_seconds(t));
+            .and_then(crate::provider::vm::unix_seconds);
         Ok(Vm {
             id: name,
             state,
@@ -626,7 +674,11 @@ impl Compute for Azure {
 
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<Vm>> {
         let rg = self.url(&self.group_path(), RESOURCES_API);
-        if self.exists("looking up the resource group", &rg).await?.is_none() {
+        if self
+            .exists("looking up the resource group", &rg)
+            .await?
+            .is_none()
+        {
             return Ok(Vec::new());
         }
         let mut url = self.url(
@@ -646,7 +698,10 @@ impl Compute for Azure {
             }
             for v in r.body["value"].as_array().cloned().unwrap_or_default() {
                 let tags = &v["tags"];
-                if labels.iter().all(|(k, val)| tags[*k].as_str() == Some(*val)) {
+                if labels
+                    .iter()
+                    .all(|(k, val)| tags[*k].as_str() == Some(*val))
+                {
                     found.push(self.vm_of(&v).await?);
                 }
             }
@@ -659,7 +714,10 @@ impl Compute for Azure {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Vm>> {
-        let url = self.url(&format!("{}?$expand=instanceView", self.vm_path(id)), COMPUTE_API);
+        let url = self.url(
+            &format!("{}?$expand=instanceView", self.vm_path(id)),
+            COMPUTE_API,
+        );
         match self.exists(&format!("looking up {id}"), &url).await? {
             Some(v) => Ok(Some(self.vm_of(&v).await?)),
             None => Ok(None),
@@ -713,12 +771,38 @@ impl Compute for Azure {
     async fn delete(&self, id: &str) -> Result<()> {
         let url = self.url(&self.vm_path(id), COMPUTE_API);
         match self
-            .call(&format!("deleting {id}"), reqwest::Method::DELETE, &url, None)
+            .call(
+                &format!("deleting {id}"),
+                reqwest::Method::DELETE,
+                &url,
+                None,
+            )
             .await
         {
             Err(e) if e.to_string().contains("ResourceNotFound") => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+
+    async fn park(&self, id: &str) -> Result<()> {
+        let url = self.url(&format!("{}/instanceView", self.vm_path(id)), COMPUTE_API);
+        let view = self.exists(&format!("looking up {id}"), &url).await?;
+        let stopped = view.is_some_and(|v| {
+            v["statuses"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|c| c["code"] == "PowerState/stopped"))
+        });
+        if stopped {
+            let url = self.url(&format!("{}/deallocate", self.vm_path(id)), COMPUTE_API);
+            self.call(
+                &format!("deallocating {id}"),
+                reqwest::Method::POST,
+                &url,
+                None,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     fn delete_command(&self, id: &str) -> String {
@@ -730,14 +814,22 @@ impl Compute for Azure {
 
     async fn remove_shared(&self, dry_run: bool) -> Result<Vec<String>> {
         let rg_url = self.url(&self.group_path(), RESOURCES_API);
-        let Some(rg) = self.exists("looking up the resource group", &rg_url).await? else {
+        let Some(rg) = self
+            .exists("looking up the resource group", &rg_url)
+            .await?
+        else {
             return Ok(Vec::new());
         };
         // A group dvc-exec made goes whole; in someone else's, only what dvc-exec put there.
         if rg["tags"][TAG_EXECUTOR].as_str() == Some(self.executor.as_str()) {
             if !dry_run {
-                self.call("deleting the resource group", reqwest::Method::DELETE, &rg_url, None)
-                    .await?;
+                self.call(
+                    "deleting the resource group",
+                    reqwest::Method::DELETE,
+                    &rg_url,
+                    None,
+                )
+                .await?;
             }
             return Ok(vec![format!("resource group {}", self.group)]);
         }
@@ -747,11 +839,20 @@ impl Compute for Azure {
             ("virtual network", self.vnet_path()),
         ] {
             let url = self.url(&path, NETWORK_API);
-            if self.exists(&format!("looking up the {what}"), &url).await?.is_some() {
+            if self
+                .exists(&format!("looking up the {what}"), &url)
+                .await?
+                .is_some()
+            {
                 removed.push(format!("{what} {}", path.rsplit('/').next().unwrap_or("")));
                 if !dry_run {
-                    self.call(&format!("deleting the {what}"), reqwest::Method::DELETE, &url, None)
-                        .await?;
+                    self.call(
+                        &format!("deleting the {what}"),
+                        reqwest::Method::DELETE,
+                        &url,
+                        None,
+                    )
+                    .await?;
                 }
             }
         }

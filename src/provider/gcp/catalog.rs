@@ -18,7 +18,10 @@ pub fn zone(region: &str) -> String {
 }
 
 /// A machine type and, for N1 machines, the accelerators to attach: `(type, Some((accelerator, count)))`.
-pub fn machine_type(m: &MachineSpec) -> Result<(String, Option<(&'static str, u32)>), String> {
+pub type MachineType = (String, Option<(&'static str, u32)>);
+
+/// The machine type for a generic machine spec.
+pub fn machine_type(m: &MachineSpec) -> Result<MachineType, String> {
     let n = m.gpu_count.max(1);
     let by_size = |s: &str, small: u32| -> u32 {
         match s {
@@ -65,7 +68,10 @@ pub fn machine_type(m: &MachineSpec) -> Result<(String, Option<(&'static str, u3
 
 /// Whether machines of this type carry GPUs (they cannot live-migrate).
 pub fn has_gpu(machine_type: &str, accelerator: bool) -> bool {
-    accelerator || ["g2-", "a2-", "a3-"].iter().any(|p| machine_type.starts_with(p))
+    accelerator
+        || ["g2-", "a2-", "a3-"]
+            .iter()
+            .any(|p| machine_type.starts_with(p))
 }
 
 /// The image for an alias, else the image itself (a URL, `projects/P/global/images/...`).
@@ -90,8 +96,14 @@ mod tests {
     fn generic_machines_map_to_machine_types() {
         let t = |s: &str| machine_type(&MachineSpec::parse(s).unwrap()).unwrap();
         assert_eq!(t("m"), ("n2-standard-4".into(), None));
-        assert_eq!(t("s+t4"), ("n1-standard-4".into(), Some(("nvidia-tesla-t4", 1))));
-        assert_eq!(t("l+t4*2"), ("n1-standard-16".into(), Some(("nvidia-tesla-t4", 2))));
+        assert_eq!(
+            t("s+t4"),
+            ("n1-standard-4".into(), Some(("nvidia-tesla-t4", 1)))
+        );
+        assert_eq!(
+            t("l+t4*2"),
+            ("n1-standard-16".into(), Some(("nvidia-tesla-t4", 2)))
+        );
         assert_eq!(t("m+l4"), ("g2-standard-8".into(), None));
         assert_eq!(t("xl+a100*8"), ("a2-highgpu-8g".into(), None));
         assert_eq!(t("xl+h100*8"), ("a3-highgpu-8g".into(), None));

@@ -97,9 +97,11 @@ fn api_error(what: &str, e: google_cloud_compute_v1::Error) -> Error {
             .hint("run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service account key file");
     }
     if e.is_connect() || e.is_io() || e.is_timeout() {
-        return Error::failed(format!("{what} failed: Compute Engine could not be reached"))
-            .source(e)
-            .hint("check your network, or endpoint_url if you set one");
+        return Error::failed(format!(
+            "{what} failed: Compute Engine could not be reached"
+        ))
+        .source(e)
+        .hint("check your network, or endpoint_url if you set one");
     }
     let http = e.http_status_code().unwrap_or(0);
     let message = e
@@ -124,7 +126,9 @@ fn classify(what: &str, http: u16, code: &str, message: &str) -> Error {
             format!("{code}: {message}")
         }))
     };
-    if code.starts_with("ZONE_RESOURCE_POOL_EXHAUSTED") || lower.contains("does not have enough resources") {
+    if code.starts_with("ZONE_RESOURCE_POOL_EXHAUSTED")
+        || lower.contains("does not have enough resources")
+    {
         return base(false).hint("GCP has no capacity for this machine in this zone now; try another zone (zone = ...), region, or machine");
     }
     if code == "QUOTA_EXCEEDED" || lower.contains("quota") {
@@ -133,10 +137,15 @@ fn classify(what: &str, http: u16, code: &str, message: &str) -> Error {
     if http == 403 || code == "PERMISSION_DENIED" || code == "FORBIDDEN" {
         return base(true).hint("your Google Cloud credentials may not do this; grant the account roles/compute.instanceAdmin.v1 and roles/compute.securityAdmin on the project, and check project = ...");
     }
-    if lower.contains("image") && (http == 404 || code.contains("NOT_FOUND") || lower.contains("not found")) {
+    if lower.contains("image")
+        && (http == 404 || code.contains("NOT_FOUND") || lower.contains("not found"))
+    {
         return base(true).hint("the image does not exist; set image = ubuntu, nvidia, or an image URL such as projects/P/global/images/family/F");
     }
-    if lower.contains("machinetype") || lower.contains("machine type") || lower.contains("acceleratortype") {
+    if lower.contains("machinetype")
+        || lower.contains("machine type")
+        || lower.contains("acceleratortype")
+    {
         return base(true).hint("the machine type or GPU does not exist in this zone; fix instance_type, machine or zone");
     }
     if http == 404 || code.contains("NOT_FOUND") {
@@ -157,7 +166,10 @@ impl Gcp {
             .or_else(|| std::env::var("GOOGLE_CLOUD_PROJECT").ok())
             .ok_or_else(|| {
                 Error::usage(format!("executor {:?} has no GCP project", executor.name)).hint(
-                    format!("set it: dvc-exec executor modify {} project MY-PROJECT", executor.name),
+                    format!(
+                        "set it: dvc-exec executor modify {} project MY-PROJECT",
+                        executor.name
+                    ),
                 )
             })?;
         let zone = match (&cloud.zone, &cloud.region) {
@@ -207,7 +219,7 @@ impl Gcp {
             .await
     }
 
-    fn machine_type(&self) -> Result<(String, Option<(&'static str, u32)>)> {
+    fn machine_type(&self) -> Result<catalog::MachineType> {
         if let Some(t) = &self.cloud.instance_type {
             return Ok((t.clone(), None));
         }
@@ -316,7 +328,8 @@ impl Gcp {
             .send()
             .await
             .map_err(|e| api_error("creating the firewall rule for SSH", e))?;
-        self.wait("creating the firewall rule for SSH", op, false).await?;
+        self.wait("creating the firewall rule for SSH", op, false)
+            .await?;
         Ok(true)
     }
 
@@ -515,7 +528,10 @@ impl Compute for Gcp {
                 .send()
                 .await
                 .map_err(|e| api_error("launching the instance", e))?;
-            ui.note(&format!("waiting for Compute Engine to create {}", spec.name));
+            ui.note(&format!(
+                "waiting for Compute Engine to create {}",
+                spec.name
+            ));
             self.wait("launching the instance", op, true).await
         }
         .await;
