@@ -517,35 +517,90 @@ fn machines_the_watchdog_stopped_are_tidied(kind: Kind) {
     }
 }
 
-/// Capacity errors come from the fakes (moto cannot refuse capacity).
-fn a_capacity_error_is_clear_and_leaves_nothing(kind: Kind) {
+/// Capacity, quota, permission and image errors, answered by the fakes (moto cannot refuse
+/// capacity): each says what to change, exits 2 when the settings must change, 1 otherwise, and
+/// leaves nothing behind.
+fn launch_errors_name_the_fix_and_leave_nothing(kind: Kind) {
     let s = setup(kind, &[]);
-    match &s.api {
-        Api::Gcp(f) => f.fail_next_create(
-            "ZONE_RESOURCE_POOL_EXHAUSTED",
-            "The zone 'projects/test-project/zones/us-central1-a' does not have enough resources available to fulfill the request.",
-        ),
-        Api::Azure(f) => f.fail_next_create(
-            "SkuNotAvailable",
-            "The requested VM size Standard_D2s_v5 is currently not available in location 'westeurope'.",
-        ),
-        #[cfg(feature = "aws")]
-        Api::Aws(_) => unreachable!(),
-    }
-    let out = s.exp_run(&[]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("no capacity") && err.contains("try another"),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(s.live().is_empty(), "left: {:?}", s.machines());
-    if let Api::Gcp(f) = &s.api {
+    let cases: &[(&str, &str, i32, &[&str])] = match kind {
+        Kind::Gcp => &[
+            (
+                "ZONE_RESOURCE_POOL_EXHAUSTED",
+                "The zone 'projects/test-project/zones/us-central1-a' does not have enough resources available to fulfill the request.",
+                1,
+                &["no capacity", "try another zone"],
+            ),
+            (
+                "QUOTA_EXCEEDED",
+                "Quota 'CPUS' exceeded. Limit: 0.0 in region us-central1.",
+                1,
+                &["quota is exhausted"],
+            ),
+            (
+                "PERMISSION_DENIED",
+                "Required 'compute.instances.create' permission for 'projects/test-project'",
+                2,
+                &["roles/compute.instanceAdmin.v1"],
+            ),
+            (
+                "RESOURCE_NOT_FOUND",
+                "The resource 'projects/ubuntu-os-cloud/global/images/family/nope' was not found",
+                2,
+                &["image does not exist"],
+            ),
+        ],
+        _ => &[
+            (
+                "SkuNotAvailable",
+                "The requested VM size Standard_D2s_v5 is currently not available in location 'westeurope'.",
+                1,
+                &["no capacity", "try another location"],
+            ),
+            (
+                "QuotaExceeded",
+                "Operation could not be completed as it results in exceeding approved standardDSv5Family Cores quota.",
+                1,
+                &["quota is exhausted"],
+            ),
+            (
+                "AuthorizationFailed",
+                "The client does not have authorization to perform action 'Microsoft.Compute/virtualMachines/write'.",
+                2,
+                &["Contributor"],
+            ),
+            (
+                "ImageNotFound",
+                "The platform image 'Canonical:nope:server:latest' is not available.",
+                2,
+                &["image does not exist"],
+            ),
+        ],
+    };
+    for (code, message, exit, words) in cases {
+        match &s.api {
+            Api::Gcp(f) => f.fail_next_create(code, message),
+            Api::Azure(f) => f.fail_next_create(code, message),
+            #[cfg(feature = "aws")]
+            Api::Aws(_) => unreachable!(),
+        }
+        let out = s.exp_run(&[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(*exit), "{code}: {err}");
+        for w in *words {
+            assert!(err.contains(w), "{code}: {w:?} missing in {err}");
+        }
         assert!(
-            f.firewalls().is_empty(),
-            "the launch's firewall rule is rolled back"
+            err.contains(code),
+            "{code}: the cloud's own code is shown: {err}"
         );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(s.live().is_empty(), "{code} left: {:?}", s.machines());
+        if let Api::Gcp(f) = &s.api {
+            assert!(
+                f.firewalls().is_empty(),
+                "the launch's firewall rule is rolled back"
+            );
+        }
     }
     // The next launch works.
     let out = s.exp_run(&["-S", "lr=0.8"]);
@@ -598,7 +653,7 @@ conformance! {
     ctrl_c_during_launch_and_run_leaves_nothing: [Gcp, Azure];
     a_preempted_spot_machine_is_replaced: [Aws, Gcp, Azure];
     gc_removes_what_a_killed_client_left: [Aws, Gcp, Azure];
-    a_capacity_error_is_clear_and_leaves_nothing: [Gcp, Azure];
+    launch_errors_name_the_fix_and_leave_nothing: [Gcp, Azure];
     machines_the_watchdog_stopped_are_tidied: [Gcp, Azure];
     impossible_settings_are_refused_up_front: [Gcp, Azure];
 }

@@ -408,6 +408,13 @@ pub const KEYS: &[KeyDef] = &[
         doc: "the Azure location (or a generic region)",
     },
     KeyDef {
+        name: "identity",
+        types: &[Azure],
+        kind: ValueKind::Text,
+        secret: false,
+        doc: "the resource id of a user-assigned managed identity the VM runs as (for data = pull)",
+    },
+    KeyDef {
         name: "tenant_id",
         types: &[Azure],
         kind: ValueKind::Text,

@@ -326,7 +326,9 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             i["zone"] = json!(format!("{}/zones/{z}", base_for(p)));
             i["creationTimestamp"] = json!("2026-12-04T15:10:00.000-08:00");
             i["networkInterfaces"][0]["networkIP"] = json!("10.128.0.2");
-            i["networkInterfaces"][0]["accessConfigs"][0]["natIP"] = json!("127.0.0.1");
+            if i["networkInterfaces"][0]["accessConfigs"].is_array() {
+                i["networkInterfaces"][0]["accessConfigs"][0]["natIP"] = json!("127.0.0.1");
+            }
             s.instances.insert(name.clone(), i);
             let effect = match s.fail_next_insert.take() {
                 Some((code, message)) => Effect::Fail(name.clone(), code, message),

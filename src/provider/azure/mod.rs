@@ -49,6 +49,7 @@ pub struct Azure {
     location: String,
     base: String,
     service_principal: Option<(String, String, String)>,
+    identity: Option<String>,
     http: reqwest::Client,
     credential: OnceCell<Arc<dyn TokenCredential>>,
     token: Mutex<Option<(String, std::time::Instant)>>,
@@ -172,6 +173,7 @@ impl Azure {
                 .trim_end_matches('/')
                 .to_string(),
             service_principal,
+            identity: setting("identity"),
             http,
             credential: OnceCell::new(),
             token: Mutex::new(None),
@@ -580,6 +582,12 @@ impl Azure {
                 },
             },
         });
+        if let Some(id) = &self.identity {
+            // Only for data = pull: the VM reads the DVC remote as this identity. Without it
+            // the VM has no identity at all.
+            body["identity"] =
+                json!({"type": "UserAssigned", "userAssignedIdentities": {id.as_str(): {}}});
+        }
         if self.cloud.spot {
             body["properties"]["priority"] = json!("Spot");
             body["properties"]["evictionPolicy"] =
