@@ -394,7 +394,10 @@ fn run_launches_labels_and_removes_the_machine(kind: Kind) {
         Api::Gcp(f) => assert!(f.firewalls().is_empty(), "{:?}", f.firewalls()),
         Api::Azure(f) => assert!(f.resource_ids().is_empty(), "{:?}", f.resource_ids()),
         #[cfg(feature = "aws")]
-        Api::Aws(_) => {}
+        Api::Aws(m) => {
+            let left = m.py("print(len(ec2.describe_key_pairs()['KeyPairs']), len([g for g in ec2.describe_security_groups()['SecurityGroups'] if g['GroupName'].startswith('dvc-exec')]))");
+            assert_eq!(left.trim(), "0 0", "key pairs and security groups left");
+        }
     }
 }
 
@@ -650,10 +653,10 @@ macro_rules! conformance {
 conformance! {
     run_launches_labels_and_removes_the_machine: [Aws, Gcp, Azure];
     an_ephemeral_machine_is_removed_after_the_run: [Aws, Gcp, Azure];
-    ctrl_c_during_launch_and_run_leaves_nothing: [Gcp, Azure];
+    ctrl_c_during_launch_and_run_leaves_nothing: [Aws, Gcp, Azure];
     a_preempted_spot_machine_is_replaced: [Aws, Gcp, Azure];
     gc_removes_what_a_killed_client_left: [Aws, Gcp, Azure];
     launch_errors_name_the_fix_and_leave_nothing: [Gcp, Azure];
-    machines_the_watchdog_stopped_are_tidied: [Gcp, Azure];
+    machines_the_watchdog_stopped_are_tidied: [Aws, Gcp, Azure];
     impossible_settings_are_refused_up_front: [Gcp, Azure];
 }

@@ -107,13 +107,18 @@ impl ExecutorKeys {
 
     /// A short fingerprint of the client key, for naming the cloud key pair.
     pub fn client_fingerprint(&self) -> String {
-        let body = public_key_body(&self.client_public);
-        format!(
-            "{:08x}",
-            body.bytes().fold(0x811c9dc5u32, |h, b| (h ^ b as u32)
-                .wrapping_mul(0x01000193))
-        )
+        key_fingerprint(&self.client_public)
     }
+}
+
+/// A short fingerprint of a public key (FNV-1a of its body), for naming cloud key pairs.
+pub fn key_fingerprint(public: &str) -> String {
+    let body = public_key_body(public);
+    format!(
+        "{:08x}",
+        body.bytes().fold(0x811c9dc5u32, |h, b| (h ^ b as u32)
+            .wrapping_mul(0x01000193))
+    )
 }
 
 /// `ssh-ed25519 AAAA...` without the comment.

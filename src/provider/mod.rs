@@ -14,7 +14,7 @@ pub mod gcp;
 pub mod lease;
 pub mod local;
 pub mod ssh;
-#[cfg(any(feature = "gcp", feature = "azure"))]
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
 pub mod vm;
 
 use async_trait::async_trait;
@@ -173,7 +173,7 @@ pub fn for_executor(executor: &Executor, ctx: &Context) -> Result<Box<dyn Provid
         ExecutorType::Local => Ok(Box::new(local::LocalProvider::new(executor.clone()))),
         ExecutorType::Ssh => Ok(Box::new(ssh::SshProvider::new(executor.clone()))),
         #[cfg(feature = "aws")]
-        ExecutorType::Aws => Ok(Box::new(aws::AwsProvider::new(executor.clone(), ctx.clone()))),
+        ExecutorType::Aws => Ok(Box::new(aws::provider(executor.clone(), ctx.clone())?)),
         #[cfg(feature = "gcp")]
         ExecutorType::Gcp => Ok(Box::new(gcp::provider(executor.clone(), ctx.clone())?)),
         #[cfg(feature = "azure")]

@@ -65,11 +65,14 @@ pub trait Compute: Send + Sync {
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<Vm>>;
     /// One machine, or `None` when it does not exist.
     async fn get(&self, id: &str) -> Result<Option<Vm>>;
-    /// What a launch will be, for the launch message (machine type, image, spot); resolving it
+    /// What a launch will be, for the launch message: "a TYPE in PLACE (IMAGE)"; resolving it
     /// is where configuration errors surface, before anything is created.
     async fn plan(&self) -> Result<String>;
-    /// Create a machine and the network pieces it needs.
-    async fn create(&self, spec: &LaunchSpec, ui: &Ui) -> Result<()>;
+    /// The login user when the executor sets none.
+    fn default_user(&self) -> &'static str;
+    /// Create a machine and the network pieces it needs; returns its id (the cloud's, or the
+    /// spec's name where the cloud names machines by it).
+    async fn create(&self, spec: &LaunchSpec, ui: &Ui) -> Result<String>;
     /// Start a stopped machine.
     async fn start(&self, id: &str) -> Result<()>;
     /// Delete a machine and what was made for it alone. Idempotent.
@@ -83,7 +86,11 @@ pub trait Compute: Send + Sync {
     }
     /// Remove (or with `dry_run` list) the executor's shared pieces (firewall rule, network,
     /// resource group), called when it has no machines left.
-    async fn remove_shared(&self, dry_run: bool) -> Result<Vec<String>>;
+    async fn remove_shared(&self, dry_run: bool, ui: &Ui) -> Result<Vec<String>>;
+    /// What the machine has cost so far, where the cloud told its price at launch.
+    fn cost_note(&self, _id: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A [`Provider`] for a cloud that implements [`Compute`].
@@ -122,7 +129,7 @@ impl<C: Compute> VmProvider<C> {
     }
 
     fn login(&self) -> String {
-        Self::user(&self.executor, "dvc")
+        Self::user(&self.executor, self.compute.default_user())
     }
 
     fn labels(&self, run_id: &str) -> Vec<(String, String)> {
@@ -216,18 +223,11 @@ impl<C: Compute> VmProvider<C> {
             ssh_cidr: cloud::ssh_cidr(&self.executor).await?,
             keep: self.cloud.keep,
         };
-        ui.phase(
-            "launch",
-            &format!(
-                "launching {} in {} ({plan})",
-                spec.name,
-                self.compute.place()
-            ),
-        );
-        self.compute.create(&spec, ui).await?;
-        ui.note(&format!("launched {}", spec.name));
+        ui.phase("launch", &format!("launching {plan}"));
+        let id = self.compute.create(&spec, ui).await?;
+        ui.note(&format!("launched {id}"));
         let ready = async {
-            let vm = self.wait_running(&spec.name, ui).await?;
+            let vm = self.wait_running(&id, ui).await?;
             let machine = self.machine_of(&vm, keys);
             self.ready(&machine, ui).await?;
             Ok::<_, Error>(machine)
@@ -235,7 +235,7 @@ impl<C: Compute> VmProvider<C> {
         .await;
         match ready {
             Ok(m) => Ok(m),
-            Err(e) => Err(self.remove_after_failure(&spec.name, e).await),
+            Err(e) => Err(self.remove_after_failure(&id, e).await),
         }
     }
 
@@ -468,6 +468,10 @@ impl<C: Compute> Provider for VmProvider<C> {
         })
     }
 
+    fn cost_note(&self, machine: &Machine) -> Option<String> {
+        self.compute.cost_note(&machine.id)
+    }
+
     fn cleanup_command(&self, machine: &Machine) -> Option<String> {
         Some(self.compute.delete_command(&machine.id))
     }
@@ -491,7 +495,7 @@ impl<C: Compute> Provider for VmProvider<C> {
             }
         }
         if remaining == 0 {
-            removed.extend(self.compute.remove_shared(dry_run).await?);
+            removed.extend(self.compute.remove_shared(dry_run, ui).await?);
         }
         Ok(removed)
     }

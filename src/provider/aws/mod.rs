@@ -1,12 +1,14 @@
 //! AWS EC2 executors (`type = aws`), behind the `aws` cargo feature.
 //!
-//! Machines are found by their tags (`dvc-exec:executor`, `dvc-exec:project`), kept machines
-//! are resumed before new ones are created, a launch that fails half-way is rolled back, and a
-//! launch interrupted by Ctrl-C is found again by its `dvc-exec:launch` tag and terminated.
+//! The EC2 calls behind [`super::vm::Compute`]; [`super::vm::VmProvider`] keeps the provider
+//! contract (find by tags, resume before create, pools, rollback by the `dvc-exec:launch` tag,
+//! gc), as for GCP and Azure. What is EC2's own: the key pair and security group, the newest
+//! image found with DescribeImages, the next zone on a capacity error, the spot price.
 
 pub mod catalog;
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
@@ -20,26 +22,30 @@ use aws_sdk_ec2::types::{
 use base64::Engine;
 use tokio::sync::OnceCell;
 
-use super::cloud::{
-    self, ExecutorKeys, TAG_EXECUTOR, TAG_KEEP, TAG_LAUNCH, TAG_OWNER, TAG_PROJECT,
-};
-use super::{Address, Context, Machine, MachineState, Provider};
+use super::cloud::{self, TAG_EXECUTOR};
+use super::vm::{Compute, LaunchSpec, Vm, VmProvider};
+use super::{Context, MachineState};
 use crate::config::Executor;
 use crate::config::executor::CloudSettings;
 use crate::error::{Error, Result};
 use crate::output::Ui;
 
-/// Provider for `type = aws`.
-pub struct AwsProvider {
+/// The provider for `type = aws`.
+pub fn provider(executor: Executor, ctx: Context) -> Result<VmProvider<Aws>> {
+    let aws = Aws::new(&executor);
+    Ok(VmProvider::new(executor, ctx, aws))
+}
+
+/// EC2 calls for one executor.
+pub struct Aws {
     executor: Executor,
     cloud: CloudSettings,
-    ctx: Context,
     region: String,
     client: OnceCell<Client>,
-    /// The hourly price of what this provider launched, and when.
+    /// The image a launch uses, once resolved (id, root device).
+    image: OnceCell<(String, Option<String>)>,
+    /// The hourly price of what this process launched, and when.
     price: std::sync::Mutex<Option<(String, f64, Instant)>>,
-    /// Leases on pool machines this process holds.
-    leases: std::sync::Mutex<Vec<super::lease::Lease>>,
 }
 
 fn setting(e: &Executor, key: &str) -> Option<String> {
@@ -102,23 +108,21 @@ where
     }
 }
 
-impl AwsProvider {
-    /// A provider for this executor.
-    pub fn new(executor: Executor, ctx: Context) -> Self {
+impl Aws {
+    /// The calls for this executor.
+    pub fn new(executor: &Executor) -> Self {
         let mut cloud = executor.cloud.clone().unwrap_or_default();
-        // Pool machines outlive runs: they are kept, and stopped by their watchdog when idle.
         if executor.raw.keys.contains_key("pool") {
             cloud.keep = true;
         }
         let region = catalog::region(cloud.region.as_deref().unwrap_or("us-east"));
         Self {
-            executor,
+            executor: executor.clone(),
             cloud,
-            ctx,
             region,
             client: OnceCell::new(),
+            image: OnceCell::new(),
             price: std::sync::Mutex::new(None),
-            leases: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -138,32 +142,16 @@ impl AwsProvider {
             .await
     }
 
-    fn user(&self) -> String {
-        setting(&self.executor, "user").unwrap_or_else(|| "ubuntu".into())
-    }
-
-    fn tags(&self, run_id: &str) -> Vec<Tag> {
-        let mut tags = vec![
-            (TAG_EXECUTOR.to_string(), self.executor.name.clone()),
-            (TAG_PROJECT.to_string(), self.ctx.project.clone()),
-            (TAG_OWNER.to_string(), self.ctx.owner.clone()),
-            (TAG_LAUNCH.to_string(), run_id.to_string()),
-            (TAG_KEEP.to_string(), self.cloud.keep.to_string()),
-            (
-                "Name".to_string(),
-                format!("dvc-exec-{}", self.executor.name),
-            ),
-        ];
-        tags.extend(self.cloud.tags.iter().cloned());
-        tags.into_iter()
+    fn tag_spec(kind: ResourceType, spec: &LaunchSpec) -> TagSpecification {
+        let mut tags: Vec<Tag> = spec
+            .labels
+            .iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect()
-    }
-
-    fn tag_spec(&self, kind: ResourceType, run_id: &str) -> TagSpecification {
+            .collect();
+        tags.push(Tag::builder().key("Name").value(&spec.name).build());
         TagSpecification::builder()
             .resource_type(kind)
-            .set_tags(Some(self.tags(run_id)))
+            .set_tags(Some(tags))
             .build()
     }
 
@@ -197,39 +185,36 @@ impl AwsProvider {
             .build()
     }
 
-    fn machine_of(&self, i: &aws_sdk_ec2::types::Instance, keys: &ExecutorKeys) -> Machine {
-        let address = i
-            .public_ip_address()
-            .or(i.private_ip_address())
-            .unwrap_or_default()
-            .to_string();
-        let keep = i
-            .tags()
-            .iter()
-            .any(|t| t.key() == Some(TAG_KEEP) && t.value() == Some("true"));
-        Machine {
+    fn vm_of(i: &aws_sdk_ec2::types::Instance) -> Vm {
+        Vm {
             id: i.instance_id().unwrap_or_default().to_string(),
-            executor: self.executor.name.clone(),
-            address: Address::Ssh(cloud::ssh_target(
-                &self.executor,
-                keys,
-                &address,
-                &self.user(),
-                None,
-            )),
-            owned: true,
-            keep,
-            state: Some(match i.state().and_then(|s| s.name()) {
+            state: match i.state().and_then(|s| s.name()) {
                 Some(InstanceStateName::Running) => MachineState::Running,
                 Some(InstanceStateName::Pending) => MachineState::Pending,
                 Some(InstanceStateName::Stopped | InstanceStateName::Stopping) => {
                     MachineState::Stopped
                 }
                 _ => MachineState::Gone,
-            }),
+            },
+            address: i
+                .public_ip_address()
+                .or(i.private_ip_address())
+                .map(String::from),
+            labels: i
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                .collect::<BTreeMap<_, _>>(),
             launched: i.launch_time().map(|t| t.secs().max(0) as u64),
-            slot: None,
         }
+    }
+
+    /// The launch image, resolved once.
+    async fn resolved_image(&self) -> Result<(String, Option<String>)> {
+        self.image
+            .get_or_try_init(|| self.resolve_image())
+            .await
+            .cloned()
     }
 
     async fn resolve_image(&self) -> Result<(String, Option<String>)> {
@@ -313,11 +298,11 @@ impl AwsProvider {
     }
 
     /// The key pair; returns its name and whether this launch created it.
-    async fn ensure_key_pair(&self, keys: &ExecutorKeys, run_id: &str) -> Result<(String, bool)> {
+    async fn ensure_key_pair(&self, spec: &LaunchSpec) -> Result<(String, bool)> {
         let name = format!(
             "dvc-exec-{}-{}",
             self.executor.name,
-            keys.client_fingerprint()
+            cloud::key_fingerprint(&spec.ssh_public)
         );
         let client = self.client().await;
         let found = client.describe_key_pairs().key_names(&name).send().await;
@@ -331,9 +316,9 @@ impl AwsProvider {
             .import_key_pair()
             .key_name(&name)
             .public_key_material(aws_sdk_ec2::primitives::Blob::new(
-                keys.client_public.as_bytes(),
+                spec.ssh_public.as_bytes(),
             ))
-            .tag_specifications(self.tag_spec(ResourceType::KeyPair, run_id))
+            .tag_specifications(Self::tag_spec(ResourceType::KeyPair, spec))
             .send()
             .await
             .map_err(|e| ec2_error("importing the SSH key pair", e))?;
@@ -341,7 +326,7 @@ impl AwsProvider {
     }
 
     /// The security group admitting SSH from `cidr`; returns its id and whether this launch created it.
-    async fn ensure_security_group(&self, run_id: &str) -> Result<(String, bool)> {
+    async fn ensure_security_group(&self, spec: &LaunchSpec) -> Result<(String, bool)> {
         if let Some(sg) = setting(&self.executor, "security_group") {
             return Ok((sg, false));
         }
@@ -392,14 +377,14 @@ impl AwsProvider {
                     .group_name(&name)
                     .description("dvc-exec: SSH from the address that runs dvc-exec")
                     .vpc_id(&vpc)
-                    .tag_specifications(self.tag_spec(ResourceType::SecurityGroup, run_id))
+                    .tag_specifications(Self::tag_spec(ResourceType::SecurityGroup, spec))
                     .send()
                     .await
                     .map_err(|e| ec2_error("creating the security group", e))?;
                 (out.group_id().unwrap_or_default().to_string(), true)
             }
         };
-        let cidr = cloud::ssh_cidr(&self.executor).await?;
+        let cidr = &spec.ssh_cidr;
         let r = client
             .authorize_security_group_ingress()
             .group_id(&id)
@@ -410,7 +395,7 @@ impl AwsProvider {
                     .to_port(22)
                     .ip_ranges(
                         IpRange::builder()
-                            .cidr_ip(&cidr)
+                            .cidr_ip(cidr)
                             .description("dvc-exec SSH")
                             .build(),
                     )
@@ -429,47 +414,6 @@ impl AwsProvider {
             }
         }
         Ok((id, created))
-    }
-
-    async fn wait_running(&self, id: &str, ui: &Ui) -> Result<aws_sdk_ec2::types::Instance> {
-        let started = Instant::now();
-        let mut said = false;
-        loop {
-            let found = self
-                .instances(vec![Self::filter("instance-id", id)])
-                .await?;
-            let Some(i) = found.into_iter().next() else {
-                return Err(Error::failed(format!(
-                    "instance {id} disappeared while starting"
-                )));
-            };
-            match i.state().and_then(|s| s.name()) {
-                Some(InstanceStateName::Running) => return Ok(i),
-                Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown) => {
-                    let reason = i
-                        .state_reason()
-                        .and_then(|r| r.message())
-                        .unwrap_or("no reason given");
-                    return Err(Error::failed(format!(
-                        "instance {id} was terminated while starting: {reason}"
-                    ))
-                    .hint(
-                        "for spot capacity, try another zone, region or machine, or spot = false",
-                    ));
-                }
-                _ => {}
-            }
-            if !said {
-                ui.note(&format!("waiting for {id} to start"));
-                said = true;
-            }
-            if started.elapsed() > Duration::from_secs(600) {
-                return Err(Error::failed(format!(
-                    "instance {id} did not start in 10 minutes"
-                )));
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
     }
 
     async fn zones(&self) -> Vec<String> {
@@ -509,12 +453,96 @@ impl AwsProvider {
             .reduce(f64::min)
     }
 
-    async fn launch(&self, run_id: &str, ui: &Ui, keys: &ExecutorKeys) -> Result<String> {
+    async fn terminate(&self, id: &str) -> Result<()> {
+        match self
+            .client()
+            .await
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(()),
+            Err(e) => {
+                Err(ec2_error(&format!("terminating {id}",), e).hint(self.terminate_command(id)))
+            }
+        }
+    }
+
+    fn terminate_command(&self, id: &str) -> String {
+        let mut cmd = format!(
+            "aws ec2 terminate-instances --region {} --instance-ids {id}",
+            self.region
+        );
+        if let Some(p) = setting(&self.executor, "profile") {
+            cmd.push_str(&format!(" --profile {p}"));
+        }
+        if let Some(u) = setting(&self.executor, "endpoint_url") {
+            cmd.push_str(&format!(" --endpoint-url {u}"));
+        }
+        cmd
+    }
+}
+
+#[async_trait]
+impl Compute for Aws {
+    fn place(&self) -> String {
+        self.region.clone()
+    }
+
+    fn default_user(&self) -> &'static str {
+        "ubuntu"
+    }
+
+    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<Vm>> {
+        let mut filters: Vec<Filter> = labels
+            .iter()
+            .map(|(k, v)| Self::filter(&format!("tag:{k}"), v))
+            .collect();
+        filters.push(Self::live_states());
+        Ok(self
+            .instances(filters)
+            .await?
+            .iter()
+            .map(Self::vm_of)
+            .collect())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Vm>> {
+        Ok(self
+            .instances(vec![Self::filter("instance-id", id)])
+            .await?
+            .first()
+            .map(Self::vm_of))
+    }
+
+    async fn plan(&self) -> Result<String> {
         let instance_type = self.instance_type()?;
-        let (image, root_device) = self.resolve_image().await?;
-        let user = self.user();
-        let data =
-            cloud::launch_user_data(&self.executor, &self.ctx.root, keys, &user, self.cloud.keep)?;
+        let (image, _) = self.resolved_image().await?;
+        let price = if self.cloud.spot {
+            self.spot_price(&instance_type).await
+        } else {
+            None
+        };
+        Ok(format!(
+            "a {instance_type}{} in {} ({image}){}",
+            if self.cloud.spot {
+                " spot instance"
+            } else {
+                ""
+            },
+            self.region,
+            price
+                .map(|p| format!(", about ${p:.3}/hour"))
+                .unwrap_or_default()
+        ))
+    }
+
+    async fn create(&self, spec: &LaunchSpec, ui: &Ui) -> Result<String> {
+        let instance_type = self.instance_type()?;
+        let (image, root_device) = self.resolved_image().await?;
+        let data = &spec.user_data;
         if data.len() > 16 * 1024 {
             return Err(Error::usage(format!(
                 "the machine's user data is {} bytes, over EC2's 16 KiB",
@@ -527,24 +555,8 @@ impl AwsProvider {
         } else {
             None
         };
-        ui.phase(
-            "launch",
-            &format!(
-                "launching a {instance_type}{} in {} ({image}){}",
-                if self.cloud.spot {
-                    " spot instance"
-                } else {
-                    ""
-                },
-                self.region,
-                price
-                    .map(|p| format!(", about ${p:.3}/hour"))
-                    .unwrap_or_default()
-            ),
-        );
-
-        let (key_name, key_created) = self.ensure_key_pair(keys, run_id).await?;
-        let (sg, sg_created) = match self.ensure_security_group(run_id).await {
+        let (key_name, key_created) = self.ensure_key_pair(spec).await?;
+        let (sg, sg_created) = match self.ensure_security_group(spec).await {
             Ok(x) => x,
             Err(e) => {
                 if key_created {
@@ -576,13 +588,13 @@ impl AwsProvider {
                 .key_name(&key_name)
                 .security_group_ids(&sg)
                 .user_data(base64::engine::general_purpose::STANDARD.encode(data.as_bytes()))
-                .instance_initiated_shutdown_behavior(if self.cloud.keep {
+                .instance_initiated_shutdown_behavior(if spec.keep {
                     ShutdownBehavior::Stop
                 } else {
                     ShutdownBehavior::Terminate
                 })
-                .tag_specifications(self.tag_spec(ResourceType::Instance, run_id))
-                .tag_specifications(self.tag_spec(ResourceType::Volume, run_id));
+                .tag_specifications(Self::tag_spec(ResourceType::Instance, spec))
+                .tag_specifications(Self::tag_spec(ResourceType::Volume, spec));
             if !zone.is_empty() && setting(&self.executor, "subnet").is_none() {
                 req = req.placement(Placement::builder().availability_zone(zone).build());
             }
@@ -666,254 +678,29 @@ impl AwsProvider {
         Err(last_error.unwrap_or_else(|| Error::failed("launching the instance failed")))
     }
 
-    /// A pool of up to `n` kept machines: lease an idle running one, else start a stopped one,
-    /// else create one while fewer than `n` exist, else wait.
-    async fn acquire_from_pool(&self, n: usize, run_id: &str, ui: &Ui) -> Result<Machine> {
-        use super::lease;
-        let name = self.executor.name.clone();
-        let mut said = false;
-        loop {
-            let guard = lease::CreateLock::take(&name).await?;
-            let keys = ExecutorKeys::load_or_create(&name)?;
-            let found = self
-                .instances(vec![
-                    Self::filter(&format!("tag:{TAG_EXECUTOR}"), &name),
-                    Self::filter(&format!("tag:{TAG_PROJECT}"), &self.ctx.project),
-                    Self::live_states(),
-                ])
-                .await?;
-            let machines: Vec<Machine> = found.iter().map(|i| self.machine_of(i, &keys)).collect();
-            let running: Vec<Machine> = machines
-                .iter()
-                .filter(|m| m.state == Some(MachineState::Running))
-                .cloned()
-                .collect();
-            let stopped: Vec<Machine> = machines
-                .iter()
-                .filter(|m| m.state == Some(MachineState::Stopped))
-                .cloned()
-                .collect();
-            let picked = match lease::try_acquire(&name, &running)? {
-                Some(got) => Some(got),
-                None => lease::try_acquire(&name, &stopped)?,
-            };
-            if let Some((m, l)) = picked {
-                drop(guard);
-                self.leases.lock().expect("not poisoned").push(l);
-                ui.phase("launch", &format!("using {} from the pool of {name}", m.id));
-                let m = self.start(&m, ui).await?;
-                self.ready(&m, ui).await?;
-                return Ok(m);
-            }
-            if machines.len() < n {
-                let m = self.create(run_id, ui).await?;
-                let l = lease::take_new(&name, &m)?;
-                drop(guard);
-                self.leases.lock().expect("not poisoned").push(l);
-                return Ok(m);
-            }
-            drop(guard);
-            if !said {
-                ui.note(&format!(
-                    "all {n} machines of the pool of {name} are busy; waiting for one"
-                ));
-                said = true;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    }
-
-    /// Wait until the machine answers on SSH and its bootstrap is done.
-    async fn ready(&self, machine: &Machine, ui: &Ui) -> Result<()> {
-        if let Address::Ssh(target) = &machine.address {
-            let workdir = cloud::remote_workdir(&self.executor, &self.user());
-            cloud::wait_until_ready(target, &workdir, ui, Duration::from_secs(1200)).await?;
-        }
-        Ok(())
-    }
-
-    async fn terminate(&self, id: &str) -> Result<()> {
-        match self
-            .client()
+    async fn start(&self, id: &str) -> Result<()> {
+        self.client()
             .await
-            .terminate_instances()
+            .start_instances()
             .instance_ids(id)
             .send()
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Ok(()),
-            Err(e) => {
-                Err(ec2_error(&format!("terminating {id}",), e).hint(self.terminate_command(id)))
-            }
-        }
-    }
-
-    fn terminate_command(&self, id: &str) -> String {
-        let mut cmd = format!(
-            "aws ec2 terminate-instances --region {} --instance-ids {id}",
-            self.region
-        );
-        if let Some(p) = setting(&self.executor, "profile") {
-            cmd.push_str(&format!(" --profile {p}"));
-        }
-        if let Some(u) = setting(&self.executor, "endpoint_url") {
-            cmd.push_str(&format!(" --endpoint-url {u}"));
-        }
-        cmd
-    }
-}
-
-#[async_trait]
-impl Provider for AwsProvider {
-    fn executor(&self) -> &Executor {
-        &self.executor
-    }
-
-    async fn list(&self) -> Result<Vec<Machine>> {
-        let keys = ExecutorKeys::load_or_create(&self.executor.name)?;
-        let found = self
-            .instances(vec![
-                Self::filter(&format!("tag:{TAG_EXECUTOR}"), &self.executor.name),
-                Self::live_states(),
-            ])
-            .await?;
-        Ok(found.iter().map(|i| self.machine_of(i, &keys)).collect())
-    }
-
-    async fn acquire(&self, run_id: &str, ui: &Ui) -> Result<Machine> {
-        if let Some(n) = setting(&self.executor, "pool").and_then(|n| n.parse::<usize>().ok()) {
-            return self.acquire_from_pool(n, run_id, ui).await;
-        }
-        let keys = ExecutorKeys::load_or_create(&self.executor.name)?;
-        // Resume before create: a kept machine of this executor and project.
-        let kept = self
-            .instances(vec![
-                Self::filter(&format!("tag:{TAG_EXECUTOR}"), &self.executor.name),
-                Self::filter(&format!("tag:{TAG_PROJECT}"), &self.ctx.project),
-                Self::filter(&format!("tag:{TAG_KEEP}"), "true"),
-                Self::live_states(),
-            ])
-            .await?;
-        let pick = kept
-            .iter()
-            .find(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running))
-            .or_else(|| {
-                kept.iter()
-                    .find(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Stopped))
-            });
-        let instance = match pick {
-            Some(i) => {
-                let id = i.instance_id().unwrap_or_default().to_string();
-                if i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Stopped) {
-                    ui.phase("launch", &format!("starting the kept machine {id}"));
-                    self.client()
-                        .await
-                        .start_instances()
-                        .instance_ids(&id)
-                        .send()
-                        .await
-                        .map_err(|e| ec2_error(&format!("starting {id}"), e))?;
-                } else {
-                    ui.phase("launch", &format!("reusing the running machine {id}"));
-                }
-                self.wait_running(&id, ui).await?
-            }
-            None => {
-                let id = self.launch(run_id, ui, &keys).await?;
-                ui.note(&format!("launched {id}"));
-                self.wait_running(&id, ui).await?
-            }
-        };
-        let machine = self.machine_of(&instance, &keys);
-        if let Err(e) = self.ready(&machine, ui).await {
-            if !machine.keep || pick.is_none() {
-                let _ = self.terminate(&machine.id).await;
-            }
-            return Err(e);
-        }
-        Ok(machine)
-    }
-
-    async fn state(&self, machine: &Machine) -> Result<MachineState> {
-        let found = self
-            .instances(vec![Self::filter("instance-id", &machine.id)])
-            .await?;
-        Ok(
-            match found.first().and_then(|i| i.state()).and_then(|s| s.name()) {
-                Some(InstanceStateName::Running) => MachineState::Running,
-                Some(InstanceStateName::Pending) => MachineState::Pending,
-                Some(InstanceStateName::Stopped | InstanceStateName::Stopping) => {
-                    MachineState::Stopped
-                }
-                _ => MachineState::Gone,
-            },
-        )
-    }
-
-    async fn release(&self, machine: &Machine) -> Result<()> {
-        if let Ok(mut l) = self.leases.lock() {
-            l.retain(|l| l.machine_id != machine.id);
-        }
-        if machine.keep {
-            return Ok(());
-        }
-        self.terminate(&machine.id).await
-    }
-
-    async fn abort(&self, run_id: &str) -> Result<()> {
-        let found = self
-            .instances(vec![
-                Self::filter(&format!("tag:{TAG_LAUNCH}"), run_id),
-                Self::filter(&format!("tag:{TAG_EXECUTOR}"), &self.executor.name),
-                Self::live_states(),
-            ])
-            .await?;
-        for i in found {
-            if let Some(id) = i.instance_id() {
-                self.terminate(id).await?;
-            }
-        }
+            .map_err(|e| ec2_error(&format!("starting {id}"), e))?;
         Ok(())
     }
 
-    fn cleanup_command(&self, machine: &Machine) -> Option<String> {
-        Some(self.terminate_command(&machine.id))
+    async fn delete(&self, id: &str) -> Result<()> {
+        self.terminate(id).await
     }
 
-    async fn create(&self, run_id: &str, ui: &Ui) -> Result<Machine> {
-        let keys = ExecutorKeys::load_or_create(&self.executor.name)?;
-        let id = self.launch(run_id, ui, &keys).await?;
-        ui.note(&format!("launched {id}"));
-        let instance = self.wait_running(&id, ui).await?;
-        let machine = self.machine_of(&instance, &keys);
-        self.ready(&machine, ui).await?;
-        Ok(machine)
+    fn delete_command(&self, id: &str) -> String {
+        self.terminate_command(id)
     }
 
-    async fn start(&self, machine: &Machine, ui: &Ui) -> Result<Machine> {
-        let keys = ExecutorKeys::load_or_create(&self.executor.name)?;
-        if machine.state == Some(MachineState::Stopped) {
-            self.client()
-                .await
-                .start_instances()
-                .instance_ids(&machine.id)
-                .send()
-                .await
-                .map_err(|e| ec2_error(&format!("starting {}", machine.id), e))?;
-        }
-        let instance = self.wait_running(&machine.id, ui).await?;
-        Ok(self.machine_of(&instance, &keys))
-    }
-
-    async fn destroy(&self, machine: &Machine) -> Result<()> {
-        self.terminate(&machine.id).await
-    }
-
-    fn cost_note(&self, machine: &Machine) -> Option<String> {
+    fn cost_note(&self, id: &str) -> Option<String> {
         let slot = self.price.lock().ok()?;
-        let (id, price, since) = slot.as_ref()?;
-        if *id != machine.id {
+        let (launched, price, since) = slot.as_ref()?;
+        if launched != id {
             return None;
         }
         let hours = since.elapsed().as_secs_f64() / 3600.0;
@@ -924,28 +711,9 @@ impl Provider for AwsProvider {
         ))
     }
 
-    async fn gc(&self, dry_run: bool, busy: &[String], ui: &Ui) -> Result<Vec<String>> {
+    async fn remove_shared(&self, dry_run: bool, ui: &Ui) -> Result<Vec<String>> {
         let client = self.client().await;
         let mut removed = Vec::new();
-        let found = self
-            .instances(vec![
-                Self::filter(&format!("tag:{TAG_EXECUTOR}"), &self.executor.name),
-                Self::live_states(),
-            ])
-            .await?;
-        let mut remaining = 0;
-        for i in &found {
-            let id = i.instance_id().unwrap_or_default().to_string();
-            if busy.contains(&id) {
-                remaining += 1;
-                ui.note(&format!("keeping {id}: a run is using it"));
-                continue;
-            }
-            removed.push(format!("instance {id}"));
-            if !dry_run {
-                self.terminate(&id).await?;
-            }
-        }
         let keys = client
             .describe_key_pairs()
             .filters(Self::filter(
@@ -955,7 +723,7 @@ impl Provider for AwsProvider {
             .send()
             .await
             .map_err(|e| ec2_error("listing key pairs", e))?;
-        if remaining == 0 {
+        {
             for k in keys.key_pairs() {
                 let name = k.key_name().unwrap_or_default().to_string();
                 removed.push(format!("key pair {name}"));

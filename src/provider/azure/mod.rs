@@ -732,6 +732,10 @@ impl Compute for Azure {
         }
     }
 
+    fn default_user(&self) -> &'static str {
+        "azureuser"
+    }
+
     async fn plan(&self) -> Result<String> {
         let size = self.vm_size()?;
         let image = self.image()?;
@@ -746,12 +750,13 @@ impl Compute for Azure {
             ),
         };
         Ok(format!(
-            "{size}{}, {image}",
-            if self.cloud.spot { ", spot" } else { "" }
+            "a {size}{} in {} ({image})",
+            if self.cloud.spot { " spot VM" } else { "" },
+            self.place()
         ))
     }
 
-    async fn create(&self, spec: &LaunchSpec, ui: &Ui) -> Result<()> {
+    async fn create(&self, spec: &LaunchSpec, ui: &Ui) -> Result<String> {
         let body = self.vm_body(spec)?;
         self.ensure_shared(&spec.ssh_cidr).await?;
         ui.note(&format!("waiting for Azure to create {}", spec.name));
@@ -760,7 +765,7 @@ impl Compute for Azure {
             .call("launching the VM", reqwest::Method::PUT, &url, Some(&body))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(spec.name.clone()),
             Err(e) => {
                 // All or nothing: a failed VM still holds its NIC, IP and disk.
                 let _ = self.delete(&spec.name).await;
@@ -820,7 +825,7 @@ impl Compute for Azure {
         )
     }
 
-    async fn remove_shared(&self, dry_run: bool) -> Result<Vec<String>> {
+    async fn remove_shared(&self, dry_run: bool, _ui: &Ui) -> Result<Vec<String>> {
         let rg_url = self.url(&self.group_path(), RESOURCES_API);
         let Some(rg) = self
             .exists("looking up the resource group", &rg_url)

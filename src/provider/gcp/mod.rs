@@ -502,19 +502,33 @@ impl Compute for Gcp {
         }
     }
 
+    fn default_user(&self) -> &'static str {
+        "dvc"
+    }
+
     async fn plan(&self) -> Result<String> {
         let (machine_type, accelerator) = self.machine_type()?;
         Ok(format!(
-            "{machine_type}{}{}, {}",
+            "{} {machine_type}{}{} in {} ({})",
+            if machine_type.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            },
             accelerator
                 .map(|(k, n)| format!(" with {n} x {k}"))
                 .unwrap_or_default(),
-            if self.cloud.spot { ", spot" } else { "" },
+            if self.cloud.spot {
+                " spot instance"
+            } else {
+                ""
+            },
+            self.place(),
             self.image()
         ))
     }
 
-    async fn create(&self, spec: &LaunchSpec, ui: &Ui) -> Result<()> {
+    async fn create(&self, spec: &LaunchSpec, ui: &Ui) -> Result<String> {
         let body = self.instance_body(spec)?;
         let firewall_created = self.ensure_firewall(&spec.ssh_cidr).await?;
         let c = self.clients().await?;
@@ -543,7 +557,7 @@ impl Compute for Gcp {
             }
             return Err(e);
         }
-        Ok(())
+        Ok(spec.name.clone())
     }
 
     async fn start(&self, id: &str) -> Result<()> {
@@ -588,7 +602,7 @@ impl Compute for Gcp {
         )
     }
 
-    async fn remove_shared(&self, dry_run: bool) -> Result<Vec<String>> {
+    async fn remove_shared(&self, dry_run: bool, _ui: &Ui) -> Result<Vec<String>> {
         let c = self.clients().await?;
         let name = self.firewall_name();
         match c
