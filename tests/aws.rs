@@ -11,7 +11,7 @@ use std::process::Child;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Moto, Project, Sshd, TestEnv, stderr, stdout, venv_setup_script, wait_for};
+use common::{Moto, Project, Sshd, TestEnv, stderr, stdout, wait_for};
 
 struct Setup {
     env: TestEnv,
@@ -22,35 +22,11 @@ struct Setup {
     workdir: PathBuf,
 }
 
-fn keygen(path: &std::path::Path) {
-    let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 fn setup(extra: &[&str]) -> Setup {
     let env = TestEnv::new();
     let moto = Moto::start(&env);
-    // The keys dvc-exec keeps for executor "cloud": made here first, so the test sshd can
-    // present the host key that dvc-exec pins.
-    let keys = env.path().join("data/dvc-exec/keys/cloud");
-    std::fs::create_dir_all(&keys).unwrap();
-    keygen(&keys.join("ssh_host_ed25519_key"));
-    keygen(&keys.join("id_ed25519"));
-    let sshd = Sshd::start_with_keys(
-        &env,
-        "cloud",
-        Some((&keys.join("ssh_host_ed25519_key"), &keys.join("id_ed25519"))),
-    );
+    let (sshd, workdir) = common::cloud_machine(&env);
     let project = Project::new(&env, "proj");
-    let workdir = env.path().join("instance-workdir");
-    std::fs::create_dir_all(&workdir).unwrap();
-    // What cloud-init's bootstrap leaves when it is done.
-    std::fs::write(workdir.join("bootstrap.done"), "").unwrap();
-    let setup_script = venv_setup_script(&env);
     let mut args: Vec<String> = vec![
         "executor".into(),
         "add".into(),
@@ -61,13 +37,8 @@ fn setup(extra: &[&str]) -> Setup {
         format!("endpoint_url={}", moto.endpoint()),
         "machine=s".into(),
         "image=ubuntu".into(),
-        "user=root".into(),
-        format!("workdir={}", workdir.display()),
-        "ssh_cidr=127.0.0.1/32".into(),
-        format!("proxy_command=nc 127.0.0.1 {}", sshd.port),
-        format!("setup_script={}", setup_script.display()),
-        "dvc_version=3.67.1".into(),
     ];
+    args.extend(common::cloud_machine_settings(&env, &sshd, &workdir));
     args.extend(extra.iter().map(|s| s.to_string()));
     let out = env.dvc_exec(&project.root).args(&args).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::fake_azure::{FakeAzure, TOKEN};
 use common::fake_gcp::FakeGcp;
-use common::{Project, Sshd, TestEnv, stderr, stdout, venv_setup_script};
+use common::{Project, Sshd, TestEnv, stderr, stdout};
 
 /// A cloud API the suite runs against.
 enum Api {
@@ -39,15 +39,6 @@ struct Setup {
     workdir: PathBuf,
     /// Environment the backend's credentials need.
     vars: Vec<(String, String)>,
-}
-
-fn keygen(path: &std::path::Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// A service-account key file, as `gcloud iam service-accounts keys create` writes it; the
@@ -103,20 +94,8 @@ fn fake_az(env: &TestEnv) -> PathBuf {
 
 fn setup(kind: Kind, extra: &[&str]) -> Setup {
     let env = TestEnv::new();
-    let keys = env.path().join("data/dvc-exec/keys/cloud");
-    std::fs::create_dir_all(&keys).unwrap();
-    keygen(&keys.join("ssh_host_ed25519_key"));
-    keygen(&keys.join("id_ed25519"));
-    let sshd = Sshd::start_with_keys(
-        &env,
-        "cloud",
-        Some((&keys.join("ssh_host_ed25519_key"), &keys.join("id_ed25519"))),
-    );
+    let (sshd, workdir) = common::cloud_machine(&env);
     let project = Project::new(&env, "proj");
-    let workdir = env.path().join("instance-workdir");
-    std::fs::create_dir_all(&workdir).unwrap();
-    // What cloud-init's bootstrap leaves when it is done.
-    std::fs::write(workdir.join("bootstrap.done"), "").unwrap();
     let mut vars = Vec::new();
     let (api, mut args): (Api, Vec<String>) = match kind {
         #[cfg(feature = "aws")]
@@ -161,18 +140,10 @@ fn setup(kind: Kind, extra: &[&str]) -> Setup {
             (Api::Azure(fake), args)
         }
     };
-    let setup_script = venv_setup_script(&env);
     let mut all: Vec<String> = vec!["executor".into(), "add".into(), "-d".into(), "cloud".into()];
     all.append(&mut args);
-    all.extend([
-        "machine=s".to_string(),
-        "user=root".into(),
-        format!("workdir={}", workdir.display()),
-        "ssh_cidr=127.0.0.1/32".into(),
-        format!("proxy_command=nc 127.0.0.1 {}", sshd.port),
-        format!("setup_script={}", setup_script.display()),
-        "dvc_version=3.67.1".into(),
-    ]);
+    all.push("machine=s".into());
+    all.extend(common::cloud_machine_settings(&env, &sshd, &workdir));
     all.extend(extra.iter().map(|s| s.to_string()));
     let s = Setup {
         env,

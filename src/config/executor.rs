@@ -81,6 +81,15 @@ pub struct CloudSettings {
     pub tags: Vec<(String, String)>,
 }
 
+impl CloudSettings {
+    /// The generic machine asked for, `m` when none is.
+    pub fn machine_or_default(&self) -> crate::config::units::MachineSpec {
+        self.machine
+            .clone()
+            .unwrap_or_else(|| crate::config::units::MachineSpec::parse("m").expect("a valid size"))
+    }
+}
+
 /// A configured executor.
 #[derive(Debug, Clone)]
 pub struct Executor {

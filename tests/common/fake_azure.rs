@@ -293,6 +293,12 @@ fn new_op(
     }
 }
 
+/// A 202 whose operation is followed through `Location`.
+fn accepted(s: &mut State, host: &str, effect: Effect, mut r: Response) -> Response {
+    r.headers = new_op(s, host, effect, true);
+    r
+}
+
 fn finish(s: &mut State, id: &str) -> Option<(u16, Value)> {
     let op = s.ops.get_mut(id)?;
     if let Some(r) = &op.result {
@@ -440,10 +446,12 @@ fn handle(state: &Mutex<State>, host: String, req: &Request) -> Response {
                     if !s.resources.contains_key(&rid) {
                         return err(404, "ResourceGroupNotFound", "not found");
                     }
-                    let h = new_op(&mut s, &host, Effect::Remove(rid), true);
-                    let mut r = Response::json(202, Value::Null);
-                    r.headers = h;
-                    r
+                    accepted(
+                        &mut s,
+                        &host,
+                        Effect::Remove(rid),
+                        Response::json(202, Value::Null),
+                    )
                 }
                 _ => err(405, "MethodNotAllowed", m),
             }
@@ -514,10 +522,7 @@ fn handle(state: &Mutex<State>, host: String, req: &Request) -> Response {
             } else {
                 Effect::Deallocate(vm_id)
             };
-            let h = new_op(&mut s, &host, effect, true);
-            let mut r = Response::json(202, Value::Null);
-            r.headers = h;
-            r
+            accepted(&mut s, &host, effect, Response::json(202, Value::Null))
         }
         (
             m,
@@ -640,10 +645,12 @@ fn handle(state: &Mutex<State>, host: String, req: &Request) -> Response {
                     if !s.resources.contains_key(&id) {
                         return Response::json(204, Value::Null);
                     }
-                    let h = new_op(&mut s, &host, Effect::Remove(id.clone()), true);
-                    let mut r = Response::json(202, Value::Null);
-                    r.headers = h;
-                    r
+                    accepted(
+                        &mut s,
+                        &host,
+                        Effect::Remove(id.clone()),
+                        Response::json(202, Value::Null),
+                    )
                 }
                 _ => err(405, "MethodNotAllowed", m),
             }

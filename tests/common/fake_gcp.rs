@@ -275,6 +275,28 @@ fn poll_op(s: &mut State, name: &str) -> Response {
     Response::json(200, done)
 }
 
+/// An operation on an existing instance, which takes `status` while it runs.
+fn instance_op(
+    s: &mut State,
+    base: &str,
+    zone: &str,
+    name: &str,
+    status: &str,
+    kind: &str,
+    effect: Effect,
+) -> Response {
+    let Some(i) = s.instances.get_mut(name) else {
+        return err(
+            404,
+            "notFound",
+            &format!("The resource 'instances/{name}' was not found"),
+        );
+    };
+    i["status"] = json!(status);
+    let target = format!("zones/{zone}/instances/{name}");
+    new_op(s, base, Some(zone), kind, &target, effect)
+}
+
 fn matches_filter(i: &Value, filter: &str) -> bool {
     filter
         .split(" AND ")
@@ -364,24 +386,8 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             }
         }
         ("DELETE", ["compute", "v1", "projects", p, "zones", z, "instances", n]) => {
-            if !s.instances.contains_key(*n) {
-                return err(
-                    404,
-                    "notFound",
-                    &format!("The resource 'instances/{n}' was not found"),
-                );
-            }
-            if let Some(i) = s.instances.get_mut(*n) {
-                i["status"] = json!("STOPPING");
-            }
-            new_op(
-                &mut s,
-                &base_for(p),
-                Some(z),
-                "delete",
-                &format!("zones/{z}/instances/{n}"),
-                Effect::Delete(n.to_string()),
-            )
+            let effect = Effect::Delete(n.to_string());
+            instance_op(&mut s, &base_for(p), z, n, "STOPPING", "delete", effect)
         }
         (
             "POST",
@@ -397,24 +403,8 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 "start",
             ],
         ) => {
-            if !s.instances.contains_key(*n) {
-                return err(
-                    404,
-                    "notFound",
-                    &format!("The resource 'instances/{n}' was not found"),
-                );
-            }
-            if let Some(i) = s.instances.get_mut(*n) {
-                i["status"] = json!("STAGING");
-            }
-            new_op(
-                &mut s,
-                &base_for(p),
-                Some(z),
-                "start",
-                &format!("zones/{z}/instances/{n}"),
-                Effect::Start(n.to_string()),
-            )
+            let effect = Effect::Start(n.to_string());
+            instance_op(&mut s, &base_for(p), z, n, "STAGING", "start", effect)
         }
         ("GET", ["compute", "v1", "projects", _, "zones", _, "operations", op]) => {
             poll_op(&mut s, op)

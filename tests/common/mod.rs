@@ -654,3 +654,36 @@ pub fn add_ssh_executor(env: &TestEnv, sshd: &Sshd, p: &Project, default: bool) 
     );
     workdir
 }
+
+/// What stands in for a cloud machine of executor `cloud`: the test sshd presenting the host key
+/// dvc-exec pins (made here first, where dvc-exec keeps its keys) and a workdir where
+/// cloud-init's bootstrap is done. The executor reaches it with `proxy_command`.
+pub fn cloud_machine(env: &TestEnv) -> (Sshd, PathBuf) {
+    let keys = env.path().join("data/dvc-exec/keys/cloud");
+    std::fs::create_dir_all(&keys).unwrap();
+    keygen(&keys.join("ssh_host_ed25519_key"));
+    keygen(&keys.join("id_ed25519"));
+    let sshd = Sshd::start_with_keys(
+        env,
+        "cloud",
+        Some((&keys.join("ssh_host_ed25519_key"), &keys.join("id_ed25519"))),
+    );
+    let workdir = env.path().join("instance-workdir");
+    std::fs::create_dir_all(&workdir).unwrap();
+    // What cloud-init's bootstrap leaves when it is done.
+    std::fs::write(workdir.join("bootstrap.done"), "").unwrap();
+    (sshd, workdir)
+}
+
+/// The executor settings that reach [`cloud_machine`]: root login, its workdir, SSH through
+/// `proxy_command`, the test venv's DVC.
+pub fn cloud_machine_settings(env: &TestEnv, sshd: &Sshd, workdir: &Path) -> Vec<String> {
+    vec![
+        "user=root".into(),
+        format!("workdir={}", workdir.display()),
+        "ssh_cidr=127.0.0.1/32".into(),
+        format!("proxy_command=nc 127.0.0.1 {}", sshd.port),
+        format!("setup_script={}", venv_setup_script(env).display()),
+        "dvc_version=3.67.1".into(),
+    ]
+}

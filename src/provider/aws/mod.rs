@@ -284,11 +284,7 @@ impl Aws {
         if let Some(t) = &self.cloud.instance_type {
             return Ok(t.clone());
         }
-        let spec = self
-            .cloud
-            .machine
-            .clone()
-            .unwrap_or_else(|| crate::config::units::MachineSpec::parse("m").expect("valid"));
+        let spec = self.cloud.machine_or_default();
         catalog::instance_type(&spec)
             .map(String::from)
             .map_err(|e| {

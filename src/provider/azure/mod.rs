@@ -489,11 +489,7 @@ impl Azure {
         if let Some(t) = &self.cloud.instance_type {
             return Ok(t.clone());
         }
-        let spec = self
-            .cloud
-            .machine
-            .clone()
-            .unwrap_or_else(|| crate::config::units::MachineSpec::parse("m").expect("valid"));
+        let spec = self.cloud.machine_or_default();
         catalog::vm_size(&spec).map(String::from).map_err(|e| {
             Error::usage(format!("executor {:?}: {e}", self.executor))
                 .hint("set machine = SIZE[+GPU[*COUNT]] with a GPU Azure has, or instance_type to an Azure VM size")

@@ -223,11 +223,7 @@ impl Gcp {
         if let Some(t) = &self.cloud.instance_type {
             return Ok((t.clone(), None));
         }
-        let spec = self
-            .cloud
-            .machine
-            .clone()
-            .unwrap_or_else(|| crate::config::units::MachineSpec::parse("m").expect("valid"));
+        let spec = self.cloud.machine_or_default();
         catalog::machine_type(&spec).map_err(|e| {
             Error::usage(format!("executor {:?}: {e}", self.executor))
                 .hint("set machine = SIZE[+GPU[*COUNT]] with a GPU GCP has, or instance_type to a GCP machine type")
@@ -294,22 +290,30 @@ impl Gcp {
         }
     }
 
-    /// The firewall rule opening SSH to the executor's machines; whether this call created it.
-    async fn ensure_firewall(&self, cidr: &str) -> Result<bool> {
+    /// Whether the executor's firewall rule exists.
+    async fn firewall_exists(&self) -> Result<bool> {
         let c = self.clients().await?;
-        let name = self.firewall_name();
         match c
             .firewalls
             .get()
             .set_project(&self.project)
-            .set_firewall(&name)
+            .set_firewall(self.firewall_name())
             .send()
             .await
         {
-            Ok(_) => return Ok(false),
-            Err(e) if e.http_status_code() == Some(404) => {}
-            Err(e) => return Err(api_error("looking up the firewall rule", e)),
+            Ok(_) => Ok(true),
+            Err(e) if e.http_status_code() == Some(404) => Ok(false),
+            Err(e) => Err(api_error("looking up the firewall rule", e)),
         }
+    }
+
+    /// The firewall rule opening SSH to the executor's machines; whether this call created it.
+    async fn ensure_firewall(&self, cidr: &str) -> Result<bool> {
+        if self.firewall_exists().await? {
+            return Ok(false);
+        }
+        let c = self.clients().await?;
+        let name = self.firewall_name();
         let body: Firewall = serde_json::from_value(json!({
             "name": name,
             "description": format!("dvc-exec: SSH to the machines of executor {}", self.executor),
@@ -603,24 +607,13 @@ impl Compute for Gcp {
     }
 
     async fn remove_shared(&self, dry_run: bool, _ui: &Ui) -> Result<Vec<String>> {
-        let c = self.clients().await?;
-        let name = self.firewall_name();
-        match c
-            .firewalls
-            .get()
-            .set_project(&self.project)
-            .set_firewall(&name)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.http_status_code() == Some(404) => return Ok(Vec::new()),
-            Err(e) => return Err(api_error("looking up the firewall rule", e)),
+        if !self.firewall_exists().await? {
+            return Ok(Vec::new());
         }
         if !dry_run {
             self.delete_firewall().await?;
         }
-        Ok(vec![format!("firewall rule {name}")])
+        Ok(vec![format!("firewall rule {}", self.firewall_name())])
     }
 }
 
