@@ -7,8 +7,8 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0    | success |
-//! | 1    | an operational failure (a host unreachable, a transfer that broke, ...) |
-//! | 2    | a usage or configuration error: nothing was started |
+//! | 1    | an operational failure (a transfer that broke, a connection lost mid-run, ...) |
+//! | 2    | a usage or configuration error, or a configured host that cannot be reached or refuses the login: nothing was started |
 //! | N    | the remote experiment's own exit code when it failed |
 //! | 130  | interrupted by Ctrl-C, after cleaning up |
 
@@ -78,6 +78,12 @@ impl Error {
     /// Attach the underlying cause.
     pub fn source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         self.source = Some(source.into());
+        self
+    }
+
+    /// The same error as another kind (and so another exit code).
+    pub fn with_kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
         self
     }
 

@@ -575,7 +575,7 @@ fn usage_error(mut cmd: Command, what: &str) -> String {
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{what}: {err}{}", stdout(&out));
-    assert!(err.starts_with("error: "), "{what}: {err}");
+    assert!(err.lines().any(|l| l.starts_with("error: ")), "{what}: {err}");
     for bad in [
         "panicked",
         "RUST_BACKTRACE",

@@ -258,9 +258,8 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
             }
             Err(e) => {
                 // A host that cannot be reached is not leased again by this process.
-                if e.kind() == crate::error::Kind::Failed
-                    && (e.message().starts_with("cannot connect")
-                        || e.message().starts_with("lost the connection"))
+                if e.message().starts_with("cannot connect")
+                    || e.message().starts_with("lost the connection")
                 {
                     provider::lease::avoid(&machine.id);
                 }
@@ -305,6 +304,19 @@ pub(crate) async fn release(provider: &dyn provider::Provider, machine: &Machine
     }
 }
 
+/// The first connection to a machine. A host the user configured that cannot be reached or
+/// refuses the login is a configuration problem (exit code 2): nothing was started. (A cloud
+/// machine dvc-exec made was reachable a moment ago: that stays an operational failure.)
+async fn connect_first(machine: &Machine) -> Result<Transport> {
+    Transport::connect(&machine.address).await.map_err(|e| {
+        if machine.owned {
+            e
+        } else {
+            e.with_kind(crate::error::Kind::Usage)
+        }
+    })
+}
+
 /// Everything after a machine is there: connect, check, sync, start, follow, collect.
 #[allow(clippy::too_many_arguments)]
 async fn run_on(
@@ -324,7 +336,7 @@ async fn run_on(
         "connect",
         &format!("connecting to {} ({})", exec.name, machine.id),
     );
-    let mut transport = Transport::connect(&machine.address).await?;
+    let mut transport = connect_first(machine).await?;
     let workdir_setting = exec.workdir.clone().unwrap_or_else(|| "~/.dvc-exec".into());
     let setup = setup_script_text(exec)?;
     let prep = transport
@@ -781,7 +793,7 @@ pub(crate) async fn follow(
                         break;
                     }
                     Err(e) if since.elapsed() > reconnect_limit() => {
-                        return Err(e.hint(format!(
+                        return Err(e.with_kind(crate::error::Kind::Failed).hint(format!(
                             "the run goes on there; follow it later with: dvc-exec attach {}",
                             record.id
                         )));
@@ -1110,7 +1122,7 @@ pub async fn reconnect(
                 record.machine, record.id
             ))
         })?;
-    let transport = Transport::connect(&machine.address).await?;
+    let transport = connect_first(&machine).await?;
     Ok((provider, machine, transport))
 }
 

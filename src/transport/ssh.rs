@@ -207,7 +207,13 @@ fn connect_error(target: &SshTarget, e: openssh::Error) -> Error {
             ));
     }
     if detail.contains("Permission denied") {
-        return base.hint("the host refused the login; check the executor's `user` and `keyfile`, or your ssh-agent");
+        let key = match &target.keyfile {
+            Some(k) => format!("the key {}", k.display()),
+            None => "your default keys (~/.ssh/id_*) and ssh-agent".into(),
+        };
+        return Error::failed(format!("{host} refused the login with {key}"))
+            .source(std::io::Error::other(detail))
+            .hint("check the executor's `user` and `keyfile`, and that the key's .pub is in the host's authorized_keys");
     }
     if detail.contains("Could not resolve") {
         return base.hint("the host name does not resolve; check the executor's `host`");
