@@ -327,6 +327,8 @@ fn a_full_disk_on_the_host_is_named_and_changes_nothing_here() {
             "with open('out/pad.bin', 'w') as f:\n    f.write('x' * int(p.get('pad', 0)))\n",
         );
         s.project.write("train.py", &train);
+        s.project
+            .write("params.yaml", "lr: 0.1\nsleep: 0\nfail: false\npad: 0\n");
         let before = local_state(&s);
         let out = dvc_exec(&s, &["exp", "run", "-S", "lr=0.7", "-S", "pad=40000000"]);
         assert_disk_full_error(&s, &out);
@@ -575,7 +577,10 @@ fn usage_error(mut cmd: Command, what: &str) -> String {
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{what}: {err}{}", stdout(&out));
-    assert!(err.lines().any(|l| l.starts_with("error: ")), "{what}: {err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("error: ")),
+        "{what}: {err}"
+    );
     for bad in [
         "panicked",
         "RUST_BACKTRACE",

@@ -1,6 +1,7 @@
 //! The local git side of a run: checks, the workspace snapshot, fetching results.
 
 use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -196,6 +197,7 @@ impl Repo {
             .current_dir(&self.top)
             .args(["cat-file", "blob", &spec])
             .stderr(Stdio::null())
+            .process_group(0)
             .output()
             .context("cannot run git")?;
         Ok(out.status.success().then_some(out.stdout))
@@ -215,7 +217,10 @@ pub fn git_in(dir: &Path, args: &[&str]) -> Result<String> {
 }
 
 fn run(mut c: Command, args: &[&str]) -> Result<String> {
-    c.stdin(Stdio::null());
+    // A process group of its own: a Ctrl-C at the terminal reaches dvc-exec, which decides
+    // what to stop, and never leaves a local git command (an index, a ref, a checkout)
+    // half-done.
+    c.stdin(Stdio::null()).process_group(0);
     let out = c.output().map_err(|e| {
         Error::failed("cannot run git")
             .source(e)

@@ -167,6 +167,32 @@ impl Transport {
         .await
     }
 
+    /// Copy `files` (relative to `src_dir` on the machine) into `dst_dir` here, as
+    /// [`Transport::copy_files`] does, with partial files kept in `temp_dir` until they are
+    /// whole: an interrupted copy leaves nothing half-written in `dst_dir`.
+    pub async fn download_files(
+        &self,
+        src_dir: &Path,
+        dst_dir: &Path,
+        files: &[String],
+        temp_dir: &Path,
+    ) -> Result<u64> {
+        if !files.is_empty() {
+            std::fs::create_dir_all(dst_dir)
+                .with_context(|| format!("cannot create {}", dst_dir.display()))?;
+        }
+        let temp = format!("--temp-dir={}", temp_dir.display());
+        self.rsync(
+            false,
+            src_dir,
+            dst_dir,
+            files,
+            &["--ignore-existing", "--chmod=F0444", &temp],
+            "DVC cache objects",
+        )
+        .await
+    }
+
     /// Mirror `paths` (files or directories, relative to the roots) from one side to the other
     /// with rsync's delta transfer; directories are mirrored exactly (`--delete`). Paths missing
     /// on the sending side are skipped. Returns the bytes on the wire.
@@ -222,9 +248,11 @@ impl Transport {
             cmd.arg("-e").arg(ssh);
         }
         cmd.arg(src).arg(dst);
+        // A process group of its own: a Ctrl-C at the terminal reaches dvc-exec, which stops it.
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| {
             Error::failed("cannot run rsync")
