@@ -221,11 +221,21 @@ fn run(mut c: Command, args: &[&str]) -> Result<String> {
     // what to stop, and never leaves a local git command (an index, a ref, a checkout)
     // half-done.
     c.stdin(Stdio::null()).process_group(0);
-    let out = c.output().map_err(|e| {
-        Error::failed("cannot run git")
-            .source(e)
-            .hint("install git (apt-get install git, brew install git)")
-    })?;
+    let mut attempt = 0;
+    let out = loop {
+        attempt += 1;
+        let out = c.output().map_err(|e| {
+            Error::failed("cannot run git")
+                .source(e)
+                .hint("install git (apt-get install git, brew install git)")
+        })?;
+        // A Ctrl-C sent to our process group in the instant before git left it: every git
+        // command run here is safe to repeat.
+        if interrupted_in_flight(&out.status) && attempt < 3 {
+            continue;
+        }
+        break out;
+    };
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(
@@ -234,4 +244,10 @@ fn run(mut c: Command, args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether a child died of a SIGINT meant for dvc-exec (it was still in our process group).
+pub(crate) fn interrupted_in_flight(status: &std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGINT)
 }

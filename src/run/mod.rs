@@ -622,7 +622,7 @@ async fn push_commits(
 
 /// Keeps the last lines of the log, for the error message of a failed run.
 #[derive(Default)]
-struct LogTail {
+pub(crate) struct LogTail {
     lines: std::collections::VecDeque<String>,
     partial: String,
 }
@@ -631,7 +631,7 @@ impl LogTail {
     const KEEP: usize = 20;
 
     /// Feed bytes; returns the complete lines they finish.
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<String> {
         self.partial.push_str(&String::from_utf8_lossy(bytes));
         let mut done = Vec::new();
         while let Some(i) = self.partial.find('\n') {
@@ -646,7 +646,7 @@ impl LogTail {
         done
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut v: Vec<&str> = self.lines.iter().map(String::as_str).collect();
         if !self.partial.is_empty() {
             v.push(&self.partial);
@@ -975,8 +975,12 @@ impl CtrlC {
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let notify = std::sync::Arc::new(tokio::sync::Notify::new());
         let (s, n) = (seen.clone(), notify.clone());
+        // Registered now, not when the task first runs: a Ctrl-C right after this is seen.
+        let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
         let task = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if let Ok(mut sig) = sig
+                && sig.recv().await.is_some()
+            {
                 s.store(true, std::sync::atomic::Ordering::SeqCst);
                 n.notify_one();
             }
@@ -1026,6 +1030,20 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
         ))),
     };
     let _ = repo.git(&["update-ref", "-d", &fetch_ref]);
+    let fetched = match fetched {
+        // A Ctrl-C, seen by us or by the git or rsync we ran.
+        Err(e) if ctrl_c.seen() || e.kind() == crate::error::Kind::Interrupted => {
+            Err(Error::interrupted(format!(
+                "interrupted while fetching the results of run {}; nothing was changed here",
+                record.id
+            ))
+            .hint(format!(
+                "the results wait on {}: dvc-exec collect {}",
+                record.executor, record.id
+            )))
+        }
+        r => r,
+    };
     let (result, exp_ref, bytes_down) = fetched?;
 
     // The run's directory is removed on the executor while the results are applied here.
@@ -1133,6 +1151,9 @@ async fn fetch_results(
         cmd.env("GIT_SSH_COMMAND", ssh);
     }
     let out = cmd.output().await.context("cannot run git fetch")?;
+    if git::interrupted_in_flight(&out.status) {
+        return Err(Error::interrupted("git fetch was interrupted"));
+    }
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(
@@ -1173,7 +1194,10 @@ async fn fetch_results(
         } else {
             repo.top.join(&repo.subdir).join(".dvc")
         };
-        let incoming = dvc_dir.join("tmp").join("dvc-exec-incoming");
+        let incoming = dvc_dir
+            .join("tmp")
+            .join("dvc-exec-incoming")
+            .join(&record.id);
         let _ = std::fs::remove_dir_all(&incoming);
         std::fs::create_dir_all(&incoming)
             .with_context(|| format!("cannot create {}", incoming.display()))?;
@@ -1254,12 +1278,19 @@ fn apply(repo: &Repo, record: &RunRecord, result: &str, ui: &Ui) -> Result<bool>
     } else {
         repo.top.join(&repo.subdir)
     };
-    let out = std::process::Command::new(local_dvc())
+    let mut checkout = std::process::Command::new(local_dvc());
+    checkout
         .current_dir(&dvc_root)
         .args(["checkout", "-q"])
         .stdin(Stdio::null())
-        .process_group(0)
-        .output();
+        .process_group(0);
+    let mut out = checkout.output();
+    if out
+        .as_ref()
+        .is_ok_and(|o| git::interrupted_in_flight(&o.status))
+    {
+        out = checkout.output();
+    }
     match out {
         Ok(o) if o.status.success() => {}
         Ok(o) => ui.warn(&format!(

@@ -48,12 +48,7 @@ pub fn queued(repo: &Repo) -> Result<Vec<Queued>> {
         let Some((commit, subject)) = line.split_once('\0') else {
             continue;
         };
-        let msg = subject.trim_start_matches("commit: ").trim();
-        let Some(rest) = msg.strip_prefix("dvc-exp:") else {
-            continue;
-        };
-        let parts: Vec<&str> = rest.splitn(3, ':').collect();
-        let [baseline, _branch, name] = parts.as_slice() else {
+        let Some((baseline, name)) = stash_subject(subject) else {
             continue;
         };
         let args = repro_args(repo, commit)?;
@@ -75,6 +70,18 @@ pub fn queued(repo: &Repo) -> Result<Vec<Queued>> {
     Ok(out)
 }
 
+/// The baseline and name in a queue entry's reflog subject
+/// (`commit: dvc-exp:BASELINE:BRANCH:NAME`).
+pub(crate) fn stash_subject(subject: &str) -> Option<(&str, &str)> {
+    let msg = subject.trim_start_matches("commit: ").trim();
+    let rest = msg.strip_prefix("dvc-exp:")?;
+    let parts: Vec<&str> = rest.splitn(3, ':').collect();
+    let [baseline, _branch, name] = parts.as_slice() else {
+        return None;
+    };
+    Some((baseline, name))
+}
+
 /// DVC's pickled repro arguments of a queued commit, as `dvc exp run` options and targets.
 fn repro_args(repo: &Repo, commit: &str) -> Result<Vec<String>> {
     let Some(bytes) = repo.show_file(commit, ".dvc/tmp/repro.dat")? else {
@@ -88,6 +95,16 @@ fn repro_args(repo: &Repo, commit: &str) -> Result<Vec<String>> {
         Error::failed(format!("cannot read the queued arguments of {commit}")).source(e)
     })?;
     Ok(args_from_repro(&v))
+}
+
+/// The `dvc exp run` options and targets in DVC's pickled repro arguments (`repro.dat`).
+pub(crate) fn args_from_pickle(bytes: &[u8]) -> Option<Vec<String>> {
+    let v: Value = serde_pickle::from_slice(
+        bytes,
+        serde_pickle::DeOptions::new().replace_unresolved_globals(),
+    )
+    .ok()?;
+    Some(args_from_repro(&v))
 }
 
 fn args_from_repro(v: &Value) -> Vec<String> {

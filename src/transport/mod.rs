@@ -273,6 +273,11 @@ impl Transport {
         };
         let (fed, out) = tokio::join!(feed, child.wait_with_output());
         let out = out.context("rsync did not run")?;
+        // Exit code 20: rsync caught a SIGINT (a Ctrl-C sent to our process group in the
+        // instant before it left the group).
+        if out.status.code() == Some(20) || crate::run::git::interrupted_in_flight(&out.status) {
+            return Err(Error::interrupted("rsync was interrupted"));
+        }
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
             let dir = if upload { dst_root } else { src_root };
@@ -323,7 +328,7 @@ fn with_slash(p: &Path) -> OsString {
 }
 
 /// Bytes on the wire from rsync's `--stats` output.
-fn parse_rsync_bytes(stats: &str, upload: bool) -> u64 {
+pub(crate) fn parse_rsync_bytes(stats: &str, upload: bool) -> u64 {
     let key = if upload {
         "Total bytes sent:"
     } else {
