@@ -620,36 +620,48 @@ async fn push_commits(
     }
 }
 
-/// Keeps the last lines of the log, for the error message of a failed run.
+/// Keeps the last lines of the log, for the error message of a failed run. Bytes are decoded
+/// a whole line at a time: a character split between two reads arrives whole.
 #[derive(Default)]
 pub(crate) struct LogTail {
     lines: std::collections::VecDeque<String>,
-    partial: String,
+    partial: Vec<u8>,
 }
 
 impl LogTail {
     const KEEP: usize = 20;
+    /// The most kept of a line still going (a progress bar redrawn with `\r` for hours).
+    const MAX_PARTIAL: usize = 16 * 1024;
 
     /// Feed bytes; returns the complete lines they finish.
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.partial.push_str(&String::from_utf8_lossy(bytes));
         let mut done = Vec::new();
-        while let Some(i) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=i).collect();
-            let line = line.trim_end_matches(['\n', '\r']).to_string();
+        let mut rest = bytes;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..i]);
+            rest = &rest[i + 1..];
+            let raw = std::mem::take(&mut self.partial);
+            let line = String::from_utf8_lossy(&raw)
+                .trim_end_matches('\r')
+                .to_string();
             self.lines.push_back(line.clone());
             if self.lines.len() > Self::KEEP {
                 self.lines.pop_front();
             }
             done.push(line);
         }
+        self.partial.extend_from_slice(rest);
+        if self.partial.len() > Self::MAX_PARTIAL {
+            let cut = self.partial.len() - Self::MAX_PARTIAL / 2;
+            self.partial.drain(..cut);
+        }
         done
     }
 
     pub(crate) fn text(&self) -> String {
-        let mut v: Vec<&str> = self.lines.iter().map(String::as_str).collect();
+        let mut v: Vec<String> = self.lines.iter().cloned().collect();
         if !self.partial.is_empty() {
-            v.push(&self.partial);
+            v.push(String::from_utf8_lossy(&self.partial).into_owned());
         }
         v.join("\n")
     }
@@ -1470,4 +1482,55 @@ pub async fn logs(id: &str, follow_live: bool, ui: Ui) -> Result<()> {
     })?;
     ui.log(&text);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_run_report_is_read_from_any_output() {
+        let r = Report::parse(
+            "noise\nDVC-EXEC-EXIT 0\nDVC-EXEC-NAME brisk-lair\nDVC-EXEC-FREE-KB 123456\n",
+        );
+        assert_eq!(r.exit, Some(ExitStatus::Code(0)));
+        assert_eq!(r.name.as_deref(), Some("brisk-lair"));
+        assert!(!r.disk_full());
+        let r = Report::parse("DVC-EXEC-EXIT lost\nDVC-EXEC-NAME \nDVC-EXEC-FREE-KB 12\n");
+        assert_eq!(r.exit, Some(ExitStatus::Lost));
+        assert_eq!(r.name, None);
+        assert!(r.disk_full());
+        // An exit file cut short by a full disk, or garbage: a failure, never success.
+        assert_eq!(
+            Report::parse("DVC-EXEC-EXIT \n").exit,
+            Some(ExitStatus::Code(1))
+        );
+        assert_eq!(
+            Report::parse("DVC-EXEC-EXIT 99999999999\nDVC-EXEC-FREE-KB -1\n"),
+            Report {
+                exit: Some(ExitStatus::Code(1)),
+                name: None,
+                free_kb: None
+            }
+        );
+        assert_eq!(Report::parse(""), Report::default());
+    }
+
+    #[test]
+    fn the_log_tail_keeps_whole_lines_across_chunks() {
+        let mut t = LogTail::default();
+        assert!(t.push(b"a\xffb").is_empty());
+        assert_eq!(t.push(b"c\nd\r\n"), vec!["a\u{fffd}bc", "d"]);
+        // A character split between two reads.
+        let e = "\u{e9}".as_bytes();
+        assert!(t.push(&e[..1]).is_empty());
+        assert_eq!(t.push(&[&e[1..], b"\n"].concat()), vec!["\u{e9}"]);
+        // A line that never ends is kept bounded.
+        t.push(&vec![b'x'; 1 << 20]);
+        assert!(t.text().len() < 64 * 1024);
+        for i in 0..100 {
+            t.push(format!("line {i}\n").as_bytes());
+        }
+        assert_eq!(t.text().lines().count(), LogTail::KEEP);
+    }
 }

@@ -330,4 +330,16 @@ mod tests {
         let v = json!({"args": [], "kwargs": {"targets": ["train"], "force": false, "pull": true, "on_error": "fail"}});
         assert_eq!(args_from_repro(&v), ["--pull", "train"]);
     }
+
+    #[test]
+    fn queue_reflog_subjects_and_pickles_are_read_or_skipped() {
+        assert_eq!(
+            stash_subject("commit: dvc-exp:abc123:refs/heads/main:my-exp"),
+            Some(("abc123", "my-exp"))
+        );
+        assert_eq!(stash_subject("commit: dvc-exp:abc123"), None);
+        assert_eq!(stash_subject("checkout: moving"), None);
+        assert_eq!(args_from_pickle(b""), None);
+        assert_eq!(args_from_pickle(b"\x80\x04garbage"), None);
+    }
 }
