@@ -313,7 +313,7 @@ async fn connect_first(machine: &Machine) -> Result<Transport> {
         if machine.owned {
             e
         } else {
-            e.with_kind(crate::error::Kind::Usage)
+            e.with_kind(crate::error::Kind::Unreachable)
         }
     })
 }

@@ -236,8 +236,12 @@ pub async fn start(
                                 state.borrow_mut().insert(e.name.clone(), "done".into());
                                 return (e, Ok(o));
                             }
-                            // A machine lost (not the experiment failing): run it again elsewhere.
-                            Err(err) if err.kind() == Kind::Failed && attempt < 3 => {
+                            // A machine lost or unreachable (not the experiment failing): run
+                            // it again elsewhere.
+                            Err(err)
+                                if matches!(err.kind(), Kind::Failed | Kind::Unreachable)
+                                    && attempt < 3 =>
+                            {
                                 state.borrow_mut().insert(e.name.clone(), "queued".into());
                                 continue;
                             }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use openssh::{KnownHosts, SessionBuilder};
+use openssh::{ControlPersist, KnownHosts, SessionBuilder};
 use tokio::process::Command;
 
 use super::shell_quote;
@@ -43,7 +43,14 @@ impl Session {
         let mut b = SessionBuilder::default();
         b.known_hosts_check(KnownHosts::Strict)
             .connect_timeout(Duration::from_secs(15))
+            // A dead link is noticed after 3 unanswered keepalives (ssh's ServerAliveCountMax),
+            // about 30 s; then the run's log is followed again over a new connection.
             .server_alive_interval(Duration::from_secs(10))
+            // A master whose dvc-exec was killed goes away by itself once idle, instead of
+            // staying forever.
+            .control_persist(ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(300).expect("not zero"),
+            ))
             .control_directory(control_dir()?);
         if let Some(u) = &target.user {
             b.user(u.clone());
