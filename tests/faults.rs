@@ -175,7 +175,7 @@ fn a_network_cut_of_30s_mid_run_loses_nothing_and_runs_once() {
     std::thread::sleep(Duration::from_secs(30).saturating_sub(cut_at.elapsed()));
     ns.restore();
     let out = child.wait_with_output().unwrap();
-    let err: Vec<String> = rx.try_iter().collect();
+    let err = common::drain(&rx);
     assert!(out.status.success(), "{}\n{err:?}", stdout(&out));
     assert_one_experiment(&s, 0.5);
     assert_eq!(
@@ -214,7 +214,7 @@ fn sshd_restarted_mid_run_loses_nothing() {
     s.sshd.crash();
     s.sshd.restart();
     let out = child.wait_with_output().unwrap();
-    let err: Vec<String> = rx.try_iter().collect();
+    let err = common::drain(&rx);
     assert!(out.status.success(), "{err:?}");
     assert_one_experiment(&s, 0.3);
     assert!(s.sshd.logins() > logins, "it logged in again");
@@ -383,8 +383,7 @@ fn ctrl_c_while_fetching_or_applying_leaves_no_half_written_state() {
         let (child, rx) = spawn_in_group(&s, &["exp", "run", "-S", &format!("lr={lr}")], phase);
         ctrl_c_group(&child);
         let out = child.wait_with_output().unwrap();
-        let err: Vec<String> = rx.try_iter().collect();
-        let err = err.join("\n");
+        let err = common::drain(&rx);
         assert!(!err.contains("panicked"), "{err}");
         let arrived = assert_whole_or_nothing(&s, lr, &before);
         if arrived {

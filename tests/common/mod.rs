@@ -761,3 +761,14 @@ impl Drop for NetNs {
             .status();
     }
 }
+
+/// The rest of a child's stderr from [`spawn_until`]'s channel, once the child has exited: waits
+/// for the reader to reach the end of the pipe (or for 5 s of silence, should a process the
+/// child left behind hold the pipe open).
+pub fn drain(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    let mut out = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        out.push(line);
+    }
+    out.join("\n")
+}
