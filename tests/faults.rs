@@ -177,6 +177,12 @@ fn a_network_cut_of_30s_mid_run_loses_nothing_and_runs_once() {
     let out = child.wait_with_output().unwrap();
     let err = common::drain(&rx);
     assert!(out.status.success(), "{}\n{err:?}", stdout(&out));
+    // The dead link was noticed (keepalives) and the log followed again over a new login.
+    assert!(
+        err.contains("lost the connection") && err.contains("reconnecting"),
+        "{err}"
+    );
+    assert!(s.sshd.logins() >= 2, "a new login after the cut");
     assert_one_experiment(&s, 0.5);
     assert_eq!(
         s.project.experiments(&s.env).len(),

@@ -44,8 +44,9 @@ impl Session {
         b.known_hosts_check(KnownHosts::Strict)
             .connect_timeout(Duration::from_secs(15))
             // A dead link is noticed after 3 unanswered keepalives (ssh's ServerAliveCountMax),
-            // about 30 s; then the run's log is followed again over a new connection.
-            .server_alive_interval(Duration::from_secs(10))
+            // 15 to 20 s; then the run's log is followed again over a new connection (the run
+            // itself is detached and goes on).
+            .server_alive_interval(Duration::from_secs(5))
             // A master whose dvc-exec was killed goes away by itself once idle, instead of
             // staying forever.
             .control_persist(ControlPersist::IdleFor(
