@@ -7,8 +7,8 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0    | success |
-//! | 1    | an operational failure (a host unreachable, a transfer that broke, ...) |
-//! | 2    | a usage or configuration error: nothing was started |
+//! | 1    | an operational failure (a transfer that broke, a connection lost mid-run, ...) |
+//! | 2    | a usage or configuration error, or a configured host that cannot be reached or refuses the login: nothing was started |
 //! | N    | the remote experiment's own exit code when it failed |
 //! | 130  | interrupted by Ctrl-C, after cleaning up |
 
@@ -25,6 +25,10 @@ pub enum Kind {
     RunFailed(i32),
     /// The user pressed Ctrl-C: exit 130.
     Interrupted,
+    /// A host the user configured cannot be reached or refuses the login, before anything was
+    /// started: exit 2, as a configuration error. (Kept apart from [`Kind::Usage`] because
+    /// another host of a pool may do.)
+    Unreachable,
 }
 
 /// The error type of dvc-exec.
@@ -81,6 +85,12 @@ impl Error {
         self
     }
 
+    /// The same error as another kind (and so another exit code).
+    pub fn with_kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+
     /// The kind of failure.
     pub fn kind(&self) -> Kind {
         self.kind
@@ -99,7 +109,7 @@ impl Error {
     /// The process exit code for this error (the one place that decides it).
     pub fn exit_code(&self) -> i32 {
         match self.kind {
-            Kind::Usage => 2,
+            Kind::Usage | Kind::Unreachable => 2,
             Kind::Failed => 1,
             Kind::RunFailed(code) => {
                 if code == 0 {
@@ -199,6 +209,10 @@ mod tests {
         assert_eq!(Error::run_failed(3, "x").exit_code(), 3);
         assert_eq!(Error::run_failed(0, "x").exit_code(), 1);
         assert_eq!(Error::interrupted("x").exit_code(), 130);
+        assert_eq!(
+            Error::failed("x").with_kind(Kind::Unreachable).exit_code(),
+            2
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod output;
 pub mod provider;
 pub mod run;

@@ -197,6 +197,68 @@ fn ctrl_c_in_each_phase_leaves_no_instance_running() {
 }
 
 #[test]
+fn ctrl_c_while_fetching_or_applying_keeps_the_results_then_removes_the_instance() {
+    let s = setup(&[]);
+    for (lr, phase) in [
+        (0.15, "fetching the results"),
+        (0.25, "applying the results"),
+    ] {
+        let (child, rx) = spawn_until(&s, &["-S", &format!("lr={lr}")], phase);
+        let (code, err) = interrupt(child, rx);
+        assert!(!err.contains("panicked"), "{err}");
+        if code == Some(130) {
+            // Stopped while fetching: nothing changed here, and the instance keeps the results
+            // until they are collected.
+            assert!(err.contains("dvc-exec collect"), "{err}");
+            let runs = s
+                .env
+                .dvc_exec(&s.project.root)
+                .args(["runs", "--json"])
+                .output()
+                .unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(stdout(&runs).lines().last().unwrap()).unwrap();
+            let run = v["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["state"] == "finished")
+                .unwrap_or_else(|| panic!("no finished run: {v}"))["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(s.moto.running().len(), 1, "{:?}", s.moto.instances());
+            let out = s
+                .env
+                .dvc_exec(&s.project.root)
+                .args(["collect", &run])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+        } else {
+            // The results had arrived: the apply finished before the Ctrl-C was acted on.
+            assert_eq!(code, Some(0), "{err}");
+        }
+        let found: Vec<_> = s
+            .project
+            .experiments(&s.env)
+            .into_iter()
+            .filter(|(_, p, _)| p["lr"] == serde_json::json!(lr))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            s.moto.running().is_empty(),
+            "left running: {:?}",
+            s.moto.instances()
+        );
+    }
+    // And a new run afterwards works.
+    let out = exp_run(&s, &["-S", "lr=0.35"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.moto.running().is_empty());
+}
+
+#[test]
 fn bad_launch_settings_get_clear_errors_and_leave_nothing() {
     let s = setup(&["instance_type=p3.2xlarge"]);
     let out = exp_run(&s, &[]);

@@ -317,7 +317,7 @@ fn ctrl_c_stops_the_remote_run_and_leaves_nothing() {
     });
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    let err: String = _rx.try_iter().collect::<Vec<_>>().join("\n");
+    let err = common::drain(&_rx);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(
         err.contains("cancelled run") && err.contains("nothing is left running"),

@@ -1,6 +1,7 @@
 //! The local git side of a run: checks, the workspace snapshot, fetching results.
 
 use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -119,6 +120,16 @@ impl Repo {
         let real = self.top.join(real.trim());
         if real.exists() {
             std::fs::copy(&real, &index).context("cannot copy the git index")?;
+            // With the real index's modification time: git re-reads a file changed in the same
+            // second as the index was written ("racily clean") only when it can tell, and a
+            // copy made later would hide such an edit from the snapshot.
+            if let Ok(m) = std::fs::metadata(&real).and_then(|m| m.modified()) {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&index)
+                    .and_then(|f| f.set_modified(m))
+                    .context("cannot copy the git index")?;
+            }
         }
         let index_s = index.to_string_lossy().to_string();
         let env = [
@@ -196,6 +207,7 @@ impl Repo {
             .current_dir(&self.top)
             .args(["cat-file", "blob", &spec])
             .stderr(Stdio::null())
+            .process_group(0)
             .output()
             .context("cannot run git")?;
         Ok(out.status.success().then_some(out.stdout))
@@ -215,12 +227,25 @@ pub fn git_in(dir: &Path, args: &[&str]) -> Result<String> {
 }
 
 fn run(mut c: Command, args: &[&str]) -> Result<String> {
-    c.stdin(Stdio::null());
-    let out = c.output().map_err(|e| {
-        Error::failed("cannot run git")
-            .source(e)
-            .hint("install git (apt-get install git, brew install git)")
-    })?;
+    // A process group of its own: a Ctrl-C at the terminal reaches dvc-exec, which decides
+    // what to stop, and never leaves a local git command (an index, a ref, a checkout)
+    // half-done.
+    c.stdin(Stdio::null()).process_group(0);
+    let mut attempt = 0;
+    let out = loop {
+        attempt += 1;
+        let out = c.output().map_err(|e| {
+            Error::failed("cannot run git")
+                .source(e)
+                .hint("install git (apt-get install git, brew install git)")
+        })?;
+        // A Ctrl-C sent to our process group in the instant before git left it: every git
+        // command run here is safe to repeat.
+        if interrupted_in_flight(&out.status) && attempt < 3 {
+            continue;
+        }
+        break out;
+    };
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(
@@ -229,4 +254,63 @@ fn run(mut c: Command, args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether a child died of a SIGINT meant for dvc-exec (it was still in our process group).
+pub(crate) fn interrupted_in_flight(status: &std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGINT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn secs(t: SystemTime) -> u64 {
+        t.duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[test]
+    fn a_snapshot_sees_an_edit_made_in_the_second_of_the_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let git = |args: &[&str]| {
+            git_in(
+                root,
+                &[&["-c", "user.name=t", "-c", "user.email=t@t"], args].concat(),
+            )
+            .unwrap()
+        };
+        git(&["init", "-q"]);
+        let f = root.join("params.yaml");
+        // An edit of the same size in the same second as the commit that recorded the file
+        // (git cannot tell it from the index's stat data alone), then a snapshot a second later.
+        let mut tries = 0;
+        let second = loop {
+            tries += 1;
+            assert!(tries < 20, "could not commit and edit within one second");
+            std::fs::write(&f, "lr: 0.1\n").unwrap();
+            git(&["add", "params.yaml"]);
+            git(&["commit", "-qm", "x", "--allow-empty"]);
+            std::fs::write(&f, "lr: 0.5\n").unwrap();
+            let index = std::fs::metadata(root.join(".git/index")).unwrap();
+            let now = secs(SystemTime::now());
+            if secs(index.modified().unwrap()) == now
+                && secs(std::fs::metadata(&f).unwrap().modified().unwrap()) == now
+            {
+                break now;
+            }
+        };
+        while secs(SystemTime::now()) <= second {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let repo = Repo::open(root).unwrap();
+        let snap = repo.snapshot().unwrap();
+        let text = repo
+            .show_file(&snap.commit, "params.yaml")
+            .unwrap()
+            .unwrap();
+        assert_eq!(String::from_utf8(text).unwrap(), "lr: 0.5\n");
+    }
 }

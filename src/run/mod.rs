@@ -23,6 +23,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use std::os::unix::process::CommandExt as _;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
@@ -258,9 +259,8 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
             }
             Err(e) => {
                 // A host that cannot be reached is not leased again by this process.
-                if e.kind() == crate::error::Kind::Failed
-                    && (e.message().starts_with("cannot connect")
-                        || e.message().starts_with("lost the connection"))
+                if e.message().starts_with("cannot connect")
+                    || e.message().starts_with("lost the connection")
                 {
                     provider::lease::avoid(&machine.id);
                 }
@@ -305,6 +305,19 @@ pub(crate) async fn release(provider: &dyn provider::Provider, machine: &Machine
     }
 }
 
+/// The first connection to a machine. A host the user configured that cannot be reached or
+/// refuses the login is a configuration problem (exit code 2): nothing was started. (A cloud
+/// machine dvc-exec made was reachable a moment ago: that stays an operational failure.)
+async fn connect_first(machine: &Machine) -> Result<Transport> {
+    Transport::connect(&machine.address).await.map_err(|e| {
+        if machine.owned {
+            e
+        } else {
+            e.with_kind(crate::error::Kind::Unreachable)
+        }
+    })
+}
+
 /// Everything after a machine is there: connect, check, sync, start, follow, collect.
 #[allow(clippy::too_many_arguments)]
 async fn run_on(
@@ -324,7 +337,7 @@ async fn run_on(
         "connect",
         &format!("connecting to {} ({})", exec.name, machine.id),
     );
-    let mut transport = Transport::connect(&machine.address).await?;
+    let mut transport = connect_first(machine).await?;
     let workdir_setting = exec.workdir.clone().unwrap_or_else(|| "~/.dvc-exec".into());
     let setup = setup_script_text(exec)?;
     let prep = transport
@@ -591,44 +604,64 @@ async fn push_commits(
             tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             continue;
         }
-        return Err(Error::failed(format!(
+        let mut e = Error::failed(format!(
             "sending the commits to {} failed",
             transport.describe()
-        ))
-        .source(std::io::Error::other(err)));
+        ));
+        if err.contains("No space left") {
+            e = disk_full(
+                e,
+                &transport.describe(),
+                &repo_path.display().to_string(),
+                None,
+            );
+        }
+        return Err(e.source(std::io::Error::other(err)));
     }
 }
 
-/// Keeps the last lines of the log, for the error message of a failed run.
+/// Keeps the last lines of the log, for the error message of a failed run. Bytes are decoded
+/// a whole line at a time: a character split between two reads arrives whole.
 #[derive(Default)]
-struct LogTail {
+pub(crate) struct LogTail {
     lines: std::collections::VecDeque<String>,
-    partial: String,
+    partial: Vec<u8>,
 }
 
 impl LogTail {
     const KEEP: usize = 20;
+    /// The most kept of a line still going (a progress bar redrawn with `\r` for hours).
+    const MAX_PARTIAL: usize = 16 * 1024;
 
     /// Feed bytes; returns the complete lines they finish.
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.partial.push_str(&String::from_utf8_lossy(bytes));
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<String> {
         let mut done = Vec::new();
-        while let Some(i) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=i).collect();
-            let line = line.trim_end_matches(['\n', '\r']).to_string();
+        let mut rest = bytes;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..i]);
+            rest = &rest[i + 1..];
+            let raw = std::mem::take(&mut self.partial);
+            let line = String::from_utf8_lossy(&raw)
+                .trim_end_matches('\r')
+                .to_string();
             self.lines.push_back(line.clone());
             if self.lines.len() > Self::KEEP {
                 self.lines.pop_front();
             }
             done.push(line);
         }
+        self.partial.extend_from_slice(rest);
+        if self.partial.len() > Self::MAX_PARTIAL {
+            let cut = self.partial.len() - Self::MAX_PARTIAL / 2;
+            self.partial.drain(..cut);
+        }
         done
     }
 
-    fn text(&self) -> String {
-        let mut v: Vec<&str> = self.lines.iter().map(String::as_str).collect();
+    pub(crate) fn text(&self) -> String {
+        let mut v: Vec<String> = self.lines.iter().cloned().collect();
         if !self.partial.is_empty() {
-            v.push(&self.partial);
+            v.push(String::from_utf8_lossy(&self.partial).into_owned());
         }
         v.join("\n")
     }
@@ -639,6 +672,72 @@ pub(crate) struct Ended {
     pub(crate) code: i32,
     pub(crate) name: Option<String>,
     pub(crate) tail: String,
+    /// Free space in the executor's workdir when it ended.
+    pub(crate) free_kb: Option<u64>,
+}
+
+/// How a run ended, as the helper's `report` says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// The job wrote this exit code.
+    Code(i32),
+    /// The job is gone and wrote none.
+    Lost,
+}
+
+/// The helper's end-of-run report: `DVC-EXEC-EXIT`, `DVC-EXEC-NAME` and `DVC-EXEC-FREE-KB`
+/// lines (on the stderr of `follow`, the stdout of `status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The exit status, when the report has one.
+    pub exit: Option<ExitStatus>,
+    /// The experiment's name, when DVC recorded one.
+    pub name: Option<String>,
+    /// Free space in the workdir, in KiB.
+    pub free_kb: Option<u64>,
+}
+
+impl Report {
+    /// Read the report lines out of a helper's output; other lines are ignored.
+    pub fn parse(text: &str) -> Self {
+        let mut r = Report::default();
+        for line in text.lines() {
+            if let Some(c) = line.strip_prefix("DVC-EXEC-EXIT ") {
+                let c = c.trim();
+                r.exit = Some(if c == "lost" {
+                    ExitStatus::Lost
+                } else {
+                    // An exit file cut short (by a full disk) is a failure.
+                    ExitStatus::Code(c.parse().unwrap_or(1))
+                });
+            } else if let Some(n) = line.strip_prefix("DVC-EXEC-NAME ") {
+                r.name = Some(n.trim().to_string()).filter(|s| !s.is_empty());
+            } else if let Some(k) = line.strip_prefix("DVC-EXEC-FREE-KB ") {
+                r.free_kb = k.trim().parse().ok();
+            }
+        }
+        r
+    }
+
+    /// Whether the workdir's disk is (all but) full.
+    pub fn disk_full(&self) -> bool {
+        self.free_kb.is_some_and(low_space)
+    }
+}
+
+/// Less free space than a run can work with.
+fn low_space(kb: u64) -> bool {
+    kb < 1024
+}
+
+/// Say that the executor's disk is full, where, and what to do.
+fn disk_full(e: Error, host: &str, workdir: &str, free_kb: Option<u64>) -> Error {
+    let free = free_kb
+        .map(|k| format!(", {k} KB free"))
+        .unwrap_or_default();
+    e.hint(format!(
+        "the disk of {host} is full at {workdir} (No space left on device{free}); free space there, or point the executor's `workdir` at a bigger disk"
+    ))
 }
 
 /// Stream the run's log until it ends; reconnect after a dropped connection.
@@ -706,28 +805,24 @@ pub(crate) async fn follow(
         }
         let status = child.wait().await.context("cannot follow the run's log")?;
         let err = err_task.await.unwrap_or_default();
-        let mut code = None;
-        let mut name = None;
-        for line in err.lines() {
-            if let Some(c) = line.strip_prefix("DVC-EXEC-EXIT ") {
-                code = Some(c.trim().to_string());
-            } else if let Some(n) = line.strip_prefix("DVC-EXEC-NAME ") {
-                name = Some(n.trim().to_string()).filter(|s| !s.is_empty());
-            }
-        }
-        match code.as_deref() {
-            Some("lost") => {
-                return Err(Error::failed(format!(
+        let report = Report::parse(&err);
+        match report.exit {
+            Some(ExitStatus::Lost) => {
+                let mut e = Error::failed(format!(
                     "run {} on {} ended without an exit status (the machine may have rebooted)",
                     record.id, machine.id
-                )));
+                ));
+                if report.disk_full() {
+                    e = disk_full(e, &transport.describe(), &record.workdir, report.free_kb);
+                }
+                return Err(e);
             }
-            Some(c) => {
-                let code: i32 = c.parse().unwrap_or(1);
+            Some(ExitStatus::Code(code)) => {
                 return Ok(Ended {
                     code,
-                    name,
+                    name: report.name,
                     tail: tail.text(),
+                    free_kb: report.free_kb,
                 });
             }
             None => {}
@@ -781,7 +876,7 @@ pub(crate) async fn follow(
                         break;
                     }
                     Err(e) if since.elapsed() > reconnect_limit() => {
-                        return Err(e.hint(format!(
+                        return Err(e.with_kind(crate::error::Kind::Failed).hint(format!(
                             "the run goes on there; follow it later with: dvc-exec attach {}",
                             record.id
                         )));
@@ -870,27 +965,165 @@ pub async fn follow_and_collect(
                 ended.tail
             )));
         }
+        if ended.tail.contains("No space left on device") || ended.free_kb.is_some_and(low_space) {
+            e = disk_full(e, &transport.describe(), &record.workdir, ended.free_kb);
+        }
         return Err(e);
     }
     record.end("finished")?;
     collect(transport, record, ui).await
 }
 
+/// A Ctrl-C seen while the results come back. Listening replaces the default action (ending
+/// the process at once, halfway through a write) with a flag that the phases check.
+struct CtrlC {
+    seen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CtrlC {
+    fn listen() -> Self {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (s, n) = (seen.clone(), notify.clone());
+        // Registered now, not when the task first runs: a Ctrl-C right after this is seen.
+        let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+        let task = tokio::spawn(async move {
+            if let Ok(mut sig) = sig
+                && sig.recv().await.is_some()
+            {
+                s.store(true, std::sync::atomic::Ordering::SeqCst);
+                n.notify_one();
+            }
+        });
+        Self { seen, notify, task }
+    }
+
+    fn seen(&self) -> bool {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        if !self.seen() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for CtrlC {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Fetch a finished run's results (git objects and cache objects) and apply them.
+///
+/// Nothing is half-written here, whatever happens: the commit arrives under a temporary ref and
+/// becomes the experiment only once every cache object it needs is in the local cache; partial
+/// cache files wait in `.dvc/tmp`; a Ctrl-C while fetching drops what was fetched and leaves the
+/// results on the executor for `dvc-exec collect`; a Ctrl-C while applying lets the apply finish.
 pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> Result<Outcome> {
     let root = record.project_root.clone();
     let repo = Repo::open(&root)?;
     let paths = Paths::discover(&root);
     let local_cache = cache::local_cache_dir(&paths)?;
+    let ctrl_c = CtrlC::listen();
+    let fetch_ref = format!("refs/dvc-exec/fetch/{}", record.id);
+    let fetched = tokio::select! {
+        r = fetch_results(transport, &repo, record, &local_cache, &fetch_ref, ui) => r,
+        _ = ctrl_c.wait() => Err(Error::interrupted(format!(
+            "interrupted while fetching the results of run {}; nothing was changed here",
+            record.id
+        ))
+        .hint(format!(
+            "the results wait on {}: dvc-exec collect {}",
+            record.executor, record.id
+        ))),
+    };
+    let _ = repo.git(&["update-ref", "-d", &fetch_ref]);
+    let fetched = match fetched {
+        // A Ctrl-C, seen by us or by the git or rsync we ran.
+        Err(e) if ctrl_c.seen() || e.kind() == crate::error::Kind::Interrupted => {
+            Err(Error::interrupted(format!(
+                "interrupted while fetching the results of run {}; nothing was changed here",
+                record.id
+            ))
+            .hint(format!(
+                "the results wait on {}: dvc-exec collect {}",
+                record.executor, record.id
+            )))
+        }
+        r => r,
+    };
+    let (result, exp_ref, bytes_down) = fetched?;
+
+    // The run's directory is removed on the executor while the results are applied here.
+    let mut cleanup =
+        transport.helper_command(&["cleanup".into(), record.workdir.clone(), record.id.clone()]);
+    let cleanup = cleanup
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+
+    let applied = if record.apply && ctrl_c.seen() {
+        ui.note(&format!(
+            "Ctrl-C: the results arrived but were not applied to the workspace; {}",
+            match &record.name {
+                Some(n) if record.mode == "exp" => format!("apply them with: dvc exp apply {n}"),
+                _ => "run again to apply them".into(),
+            }
+        ));
+        Ok(false)
+    } else if record.apply {
+        ui.phase("apply", "applying the results to the workspace");
+        let r = apply(&repo, record, &result, ui);
+        if ctrl_c.seen() {
+            ui.note("Ctrl-C came while applying the results: finished applying them first");
+        }
+        r
+    } else {
+        Ok(false)
+    };
+    if let Ok(mut c) = cleanup {
+        let _ = c.wait().await;
+    }
+    let applied = applied?;
+    record.state = "collected".into();
+    record.save()?;
+
+    Ok(Outcome {
+        run_id: record.id.clone(),
+        name: record.name.clone(),
+        exp_ref,
+        applied,
+        bytes_up: 0,
+        bytes_down,
+        sync_seconds: 0.0,
+    })
+}
+
+/// The fetch phase of [`collect`]: the result's commit under `fetch_ref`, then its cache
+/// objects, then (exp mode) the experiment's ref. Returns the result commit, the experiment's
+/// ref and the bytes received.
+async fn fetch_results(
+    transport: &Transport,
+    repo: &Repo,
+    record: &RunRecord,
+    local_cache: &Path,
+    fetch_ref: &str,
+    ui: &Ui,
+) -> Result<(String, Option<String>, u64)> {
     let rundir = format!("{}/runs/{}", record.workdir, record.id);
     let wt = PathBuf::from(format!("{rundir}/wt"));
     let remote_cache = match transport {
-        Transport::Local => local_cache.clone(),
+        Transport::Local => local_cache.to_path_buf(),
         Transport::Ssh(_) => PathBuf::from(format!("{}/cache", record.workdir)),
     };
 
     ui.phase("fetch", "fetching the results");
-    let (remote_ref, local_ref) = match record.mode.as_str() {
+    let (remote_ref, exp_ref) = match record.mode.as_str() {
         "exp" => {
             let name = record.name.clone().ok_or_else(|| {
                 Error::failed(format!(
@@ -903,23 +1136,14 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
                 &record.base[..2],
                 &record.base[2..]
             );
-            (r.clone(), r)
+            (r.clone(), Some(r))
         }
-        _ => (
-            "refs/dvc-exec/result".to_string(),
-            format!("refs/dvc-exec/tmp/{}", record.id),
-        ),
+        _ => ("refs/dvc-exec/result".to_string(), None),
     };
     let force = record.dvc_args.iter().any(|a| a == "-f" || a == "--force");
+    let exists_hint = "an experiment of that name exists here already; run again with -f to replace it, or pick another name with -n";
     let (url, ssh) = transport.git_remote(&wt);
-    let refspec = format!(
-        "{}{remote_ref}:{local_ref}",
-        if force || record.mode != "exp" {
-            "+"
-        } else {
-            ""
-        }
-    );
+    let refspec = format!("+{remote_ref}:{fetch_ref}");
     let mut cmd = Command::new("git");
     cmd.current_dir(&repo.top)
         .args([
@@ -933,24 +1157,37 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     if let Some(ssh) = ssh {
         cmd.env("GIT_SSH_COMMAND", ssh);
     }
     let out = cmd.output().await.context("cannot run git fetch")?;
+    if git::interrupted_in_flight(&out.status) {
+        return Err(Error::interrupted("git fetch was interrupted"));
+    }
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let mut e = Error::failed(format!("fetching the results of run {} failed", record.id))
-            .source(std::io::Error::other(err.clone()));
-        if err.contains("rejected") || err.contains("already exists") {
-            e = e.hint("an experiment of that name exists here already; run again with -f to replace it, or pick another name with -n");
-        }
-        return Err(e);
+        return Err(
+            Error::failed(format!("fetching the results of run {} failed", record.id))
+                .source(std::io::Error::other(err)),
+        );
     }
     let result = repo
-        .git(&["rev-parse", "--verify", &local_ref])?
+        .git(&["rev-parse", "--verify", fetch_ref])?
         .trim()
         .to_string();
+    if let Some(r) = &exp_ref
+        && !force
+        && let Ok(here) = repo.git(&["rev-parse", "--verify", "-q", r])
+        && here.trim() != result
+    {
+        return Err(Error::failed(format!(
+            "fetching the results of run {} failed: {r} exists here already",
+            record.id
+        ))
+        .hint(exists_hint));
+    }
 
     // The cache objects the result references, then the files of its directories.
     let mut bytes_down = 0;
@@ -963,53 +1200,37 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
                 .filter(|p| !local_cache.join(p).exists())
                 .collect()
         };
+        // Partial files wait outside the cache until they are whole.
+        let dvc_dir = if repo.subdir.is_empty() {
+            repo.top.join(".dvc")
+        } else {
+            repo.top.join(&repo.subdir).join(".dvc")
+        };
+        let incoming = dvc_dir
+            .join("tmp")
+            .join("dvc-exec-incoming")
+            .join(&record.id);
+        let _ = std::fs::remove_dir_all(&incoming);
+        std::fs::create_dir_all(&incoming)
+            .with_context(|| format!("cannot create {}", incoming.display()))?;
         let files = repo.dvc_files(&result)?;
         let hashes = cache::hashes_in(&files);
         let paths = missing(&hashes);
         bytes_down += transport
-            .copy_files(false, &remote_cache, &local_cache, &paths)
+            .download_files(&remote_cache, local_cache, &paths, &incoming)
             .await?;
-        let entries = cache::dir_entries(&local_cache, &hashes);
+        let entries = cache::dir_entries(local_cache, &hashes);
         let paths = missing(&entries);
         bytes_down += transport
-            .copy_files(false, &remote_cache, &local_cache, &paths)
+            .download_files(&remote_cache, local_cache, &paths, &incoming)
             .await?;
+        let _ = std::fs::remove_dir_all(&incoming);
     }
-    // The run's directory is removed on the executor while the results are applied here.
-    let mut cleanup =
-        transport.helper_command(&["cleanup".into(), record.workdir.clone(), record.id.clone()]);
-    let cleanup = cleanup
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-
-    let applied = if record.apply {
-        ui.phase("apply", "applying the results to the workspace");
-        apply(&repo, record, &result, ui)
-    } else {
-        Ok(false)
-    };
-    if let Ok(mut c) = cleanup {
-        let _ = c.wait().await;
+    if let Some(r) = &exp_ref {
+        // Only now, with everything it needs here, does the experiment appear.
+        repo.git(&["update-ref", r, &result])?;
     }
-    let applied = applied?;
-    if record.mode != "exp" {
-        let _ = repo.git(&["update-ref", "-d", &local_ref]);
-    }
-    record.state = "collected".into();
-    record.save()?;
-
-    let exp_ref = (record.mode == "exp").then(|| local_ref.clone());
-    Ok(Outcome {
-        run_id: record.id.clone(),
-        name: record.name.clone(),
-        exp_ref,
-        applied,
-        bytes_up: 0,
-        bytes_down,
-        sync_seconds: 0.0,
-    })
+    Ok((result, exp_ref, bytes_down))
 }
 
 /// Write the result's changes into the workspace, unless the user changed the same files since
@@ -1069,11 +1290,19 @@ fn apply(repo: &Repo, record: &RunRecord, result: &str, ui: &Ui) -> Result<bool>
     } else {
         repo.top.join(&repo.subdir)
     };
-    let out = std::process::Command::new(local_dvc())
+    let mut checkout = std::process::Command::new(local_dvc());
+    checkout
         .current_dir(&dvc_root)
         .args(["checkout", "-q"])
         .stdin(Stdio::null())
-        .output();
+        .process_group(0);
+    let mut out = checkout.output();
+    if out
+        .as_ref()
+        .is_ok_and(|o| git::interrupted_in_flight(&o.status))
+    {
+        out = checkout.output();
+    }
     match out {
         Ok(o) if o.status.success() => {}
         Ok(o) => ui.warn(&format!(
@@ -1110,7 +1339,7 @@ pub async fn reconnect(
                 record.machine, record.id
             ))
         })?;
-    let transport = Transport::connect(&machine.address).await?;
+    let transport = connect_first(&machine).await?;
     Ok((provider, machine, transport))
 }
 
@@ -1152,14 +1381,12 @@ pub async fn collect_run(id: &str, ui: Ui) -> Result<Outcome> {
         Some("running") => Err(Error::usage(format!("run {} is still running", record.id))
             .hint(format!("follow it with: dvc-exec attach {}", record.id))),
         Some("finished") => {
-            let mut code = 1;
-            for line in status.stdout.lines() {
-                if let Some(c) = line.strip_prefix("DVC-EXEC-EXIT ") {
-                    code = c.trim().parse().unwrap_or(1);
-                } else if let Some(n) = line.strip_prefix("DVC-EXEC-NAME ") {
-                    record.name = Some(n.trim().to_string()).filter(|s| !s.is_empty());
-                }
-            }
+            let report = Report::parse(&status.stdout);
+            let code = match report.exit {
+                Some(ExitStatus::Code(c)) => c,
+                _ => 1,
+            };
+            record.name = report.name;
             record.exit_code = Some(code);
             if code != 0 {
                 record.end("failed")?;
@@ -1255,4 +1482,55 @@ pub async fn logs(id: &str, follow_live: bool, ui: Ui) -> Result<()> {
     })?;
     ui.log(&text);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_run_report_is_read_from_any_output() {
+        let r = Report::parse(
+            "noise\nDVC-EXEC-EXIT 0\nDVC-EXEC-NAME brisk-lair\nDVC-EXEC-FREE-KB 123456\n",
+        );
+        assert_eq!(r.exit, Some(ExitStatus::Code(0)));
+        assert_eq!(r.name.as_deref(), Some("brisk-lair"));
+        assert!(!r.disk_full());
+        let r = Report::parse("DVC-EXEC-EXIT lost\nDVC-EXEC-NAME \nDVC-EXEC-FREE-KB 12\n");
+        assert_eq!(r.exit, Some(ExitStatus::Lost));
+        assert_eq!(r.name, None);
+        assert!(r.disk_full());
+        // An exit file cut short by a full disk, or garbage: a failure, never success.
+        assert_eq!(
+            Report::parse("DVC-EXEC-EXIT \n").exit,
+            Some(ExitStatus::Code(1))
+        );
+        assert_eq!(
+            Report::parse("DVC-EXEC-EXIT 99999999999\nDVC-EXEC-FREE-KB -1\n"),
+            Report {
+                exit: Some(ExitStatus::Code(1)),
+                name: None,
+                free_kb: None
+            }
+        );
+        assert_eq!(Report::parse(""), Report::default());
+    }
+
+    #[test]
+    fn the_log_tail_keeps_whole_lines_across_chunks() {
+        let mut t = LogTail::default();
+        assert!(t.push(b"a\xffb").is_empty());
+        assert_eq!(t.push(b"c\nd\r\n"), vec!["a\u{fffd}bc", "d"]);
+        // A character split between two reads.
+        let e = "\u{e9}".as_bytes();
+        assert!(t.push(&e[..1]).is_empty());
+        assert_eq!(t.push(&[&e[1..], b"\n"].concat()), vec!["\u{e9}"]);
+        // A line that never ends is kept bounded.
+        t.push(&vec![b'x'; 1 << 20]);
+        assert!(t.text().len() < 64 * 1024);
+        for i in 0..100 {
+            t.push(format!("line {i}\n").as_bytes());
+        }
+        assert_eq!(t.text().lines().count(), LogTail::KEEP);
+    }
 }

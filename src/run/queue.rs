@@ -48,12 +48,7 @@ pub fn queued(repo: &Repo) -> Result<Vec<Queued>> {
         let Some((commit, subject)) = line.split_once('\0') else {
             continue;
         };
-        let msg = subject.trim_start_matches("commit: ").trim();
-        let Some(rest) = msg.strip_prefix("dvc-exp:") else {
-            continue;
-        };
-        let parts: Vec<&str> = rest.splitn(3, ':').collect();
-        let [baseline, _branch, name] = parts.as_slice() else {
+        let Some((baseline, name)) = stash_subject(subject) else {
             continue;
         };
         let args = repro_args(repo, commit)?;
@@ -75,6 +70,18 @@ pub fn queued(repo: &Repo) -> Result<Vec<Queued>> {
     Ok(out)
 }
 
+/// The baseline and name in a queue entry's reflog subject
+/// (`commit: dvc-exp:BASELINE:BRANCH:NAME`).
+pub(crate) fn stash_subject(subject: &str) -> Option<(&str, &str)> {
+    let msg = subject.trim_start_matches("commit: ").trim();
+    let rest = msg.strip_prefix("dvc-exp:")?;
+    let parts: Vec<&str> = rest.splitn(3, ':').collect();
+    let [baseline, _branch, name] = parts.as_slice() else {
+        return None;
+    };
+    Some((baseline, name))
+}
+
 /// DVC's pickled repro arguments of a queued commit, as `dvc exp run` options and targets.
 fn repro_args(repo: &Repo, commit: &str) -> Result<Vec<String>> {
     let Some(bytes) = repo.show_file(commit, ".dvc/tmp/repro.dat")? else {
@@ -88,6 +95,16 @@ fn repro_args(repo: &Repo, commit: &str) -> Result<Vec<String>> {
         Error::failed(format!("cannot read the queued arguments of {commit}")).source(e)
     })?;
     Ok(args_from_repro(&v))
+}
+
+/// The `dvc exp run` options and targets in DVC's pickled repro arguments (`repro.dat`).
+pub(crate) fn args_from_pickle(bytes: &[u8]) -> Option<Vec<String>> {
+    let v: Value = serde_pickle::from_slice(
+        bytes,
+        serde_pickle::DeOptions::new().replace_unresolved_globals(),
+    )
+    .ok()?;
+    Some(args_from_repro(&v))
 }
 
 fn args_from_repro(v: &Value) -> Vec<String> {
@@ -219,8 +236,12 @@ pub async fn start(
                                 state.borrow_mut().insert(e.name.clone(), "done".into());
                                 return (e, Ok(o));
                             }
-                            // A machine lost (not the experiment failing): run it again elsewhere.
-                            Err(err) if err.kind() == Kind::Failed && attempt < 3 => {
+                            // A machine lost or unreachable (not the experiment failing): run
+                            // it again elsewhere.
+                            Err(err)
+                                if matches!(err.kind(), Kind::Failed | Kind::Unreachable)
+                                    && attempt < 3 =>
+                            {
                                 state.borrow_mut().insert(e.name.clone(), "queued".into());
                                 continue;
                             }
@@ -312,5 +333,17 @@ mod tests {
     fn repro_arguments_become_options_and_targets() {
         let v = json!({"args": [], "kwargs": {"targets": ["train"], "force": false, "pull": true, "on_error": "fail"}});
         assert_eq!(args_from_repro(&v), ["--pull", "train"]);
+    }
+
+    #[test]
+    fn queue_reflog_subjects_and_pickles_are_read_or_skipped() {
+        assert_eq!(
+            stash_subject("commit: dvc-exp:abc123:refs/heads/main:my-exp"),
+            Some(("abc123", "my-exp"))
+        );
+        assert_eq!(stash_subject("commit: dvc-exp:abc123"), None);
+        assert_eq!(stash_subject("checkout: moving"), None);
+        assert_eq!(args_from_pickle(b""), None);
+        assert_eq!(args_from_pickle(b"\x80\x04garbage"), None);
     }
 }

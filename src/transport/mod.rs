@@ -167,6 +167,32 @@ impl Transport {
         .await
     }
 
+    /// Copy `files` (relative to `src_dir` on the machine) into `dst_dir` here, as
+    /// [`Transport::copy_files`] does, with partial files kept in `temp_dir` until they are
+    /// whole: an interrupted copy leaves nothing half-written in `dst_dir`.
+    pub async fn download_files(
+        &self,
+        src_dir: &Path,
+        dst_dir: &Path,
+        files: &[String],
+        temp_dir: &Path,
+    ) -> Result<u64> {
+        if !files.is_empty() {
+            std::fs::create_dir_all(dst_dir)
+                .with_context(|| format!("cannot create {}", dst_dir.display()))?;
+        }
+        let temp = format!("--temp-dir={}", temp_dir.display());
+        self.rsync(
+            false,
+            src_dir,
+            dst_dir,
+            files,
+            &["--ignore-existing", "--chmod=F0444", &temp],
+            "DVC cache objects",
+        )
+        .await
+    }
+
     /// Mirror `paths` (files or directories, relative to the roots) from one side to the other
     /// with rsync's delta transfer; directories are mirrored exactly (`--delete`). Paths missing
     /// on the sending side are skipped. Returns the bytes on the wire.
@@ -222,9 +248,11 @@ impl Transport {
             cmd.arg("-e").arg(ssh);
         }
         cmd.arg(src).arg(dst);
+        // A process group of its own: a Ctrl-C at the terminal reaches dvc-exec, which stops it.
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| {
             Error::failed("cannot run rsync")
@@ -245,6 +273,11 @@ impl Transport {
         };
         let (fed, out) = tokio::join!(feed, child.wait_with_output());
         let out = out.context("rsync did not run")?;
+        // Exit code 20: rsync caught a SIGINT (a Ctrl-C sent to our process group in the
+        // instant before it left the group).
+        if out.status.code() == Some(20) || crate::run::git::interrupted_in_flight(&out.status) {
+            return Err(Error::interrupted("rsync was interrupted"));
+        }
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
             let dir = if upload { dst_root } else { src_root };
@@ -295,7 +328,7 @@ fn with_slash(p: &Path) -> OsString {
 }
 
 /// Bytes on the wire from rsync's `--stats` output.
-fn parse_rsync_bytes(stats: &str, upload: bool) -> u64 {
+pub(crate) fn parse_rsync_bytes(stats: &str, upload: bool) -> u64 {
     let key = if upload {
         "Total bytes sent:"
     } else {

@@ -265,6 +265,7 @@ report() {
   done < <(find "$rundir/wt" -maxdepth 10 -path '*/.dvc/tmp/exps/run/*/*.run' -print0 2>/dev/null)
   printf 'DVC-EXEC-EXIT %s\n' "$code" >&2
   printf 'DVC-EXEC-NAME %s\n' "$name" >&2
+  printf 'DVC-EXEC-FREE-KB %s\n' "$(df -Pk "$rundir" 2>/dev/null | awk 'NR==2 {print $4}')" >&2
 }
 
 cmd_status() {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use openssh::{KnownHosts, SessionBuilder};
+use openssh::{ControlPersist, KnownHosts, SessionBuilder};
 use tokio::process::Command;
 
 use super::shell_quote;
@@ -43,7 +43,15 @@ impl Session {
         let mut b = SessionBuilder::default();
         b.known_hosts_check(KnownHosts::Strict)
             .connect_timeout(Duration::from_secs(15))
-            .server_alive_interval(Duration::from_secs(10))
+            // A dead link is noticed after 3 unanswered keepalives (ssh's ServerAliveCountMax),
+            // 15 to 20 s; then the run's log is followed again over a new connection (the run
+            // itself is detached and goes on).
+            .server_alive_interval(Duration::from_secs(5))
+            // A master whose dvc-exec was killed goes away by itself once idle, instead of
+            // staying forever.
+            .control_persist(ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(300).expect("not zero"),
+            ))
             .control_directory(control_dir()?);
         if let Some(u) = &target.user {
             b.user(u.clone());
@@ -207,7 +215,13 @@ fn connect_error(target: &SshTarget, e: openssh::Error) -> Error {
             ));
     }
     if detail.contains("Permission denied") {
-        return base.hint("the host refused the login; check the executor's `user` and `keyfile`, or your ssh-agent");
+        let key = match &target.keyfile {
+            Some(k) => format!("the key {}", k.display()),
+            None => "your default keys (~/.ssh/id_*) and ssh-agent".into(),
+        };
+        return Error::failed(format!("{host} refused the login with {key}"))
+            .source(std::io::Error::other(detail))
+            .hint("check the executor's `user` and `keyfile`, and that the key's .pub is in the host's authorized_keys");
     }
     if detail.contains("Could not resolve") {
         return base.hint("the host name does not resolve; check the executor's `host`");

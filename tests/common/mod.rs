@@ -250,12 +250,15 @@ impl Project {
 /// A throwaway sshd on a free loopback port, with a key pair and a pinned host key.
 pub struct Sshd {
     pub dir: PathBuf,
+    /// The address it listens on (127.0.0.1, or an address inside a network namespace).
+    pub addr: String,
     pub port: u16,
     pub key: PathBuf,
     pub known_hosts: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
     config: PathBuf,
+    netns: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -284,6 +287,23 @@ impl Sshd {
     /// Start with a given host key and client key (private key paths; `.pub` beside them),
     /// for example the ones dvc-exec keeps for a cloud executor.
     pub fn start_with_keys(env: &TestEnv, name: &str, keys: Option<(&Path, &Path)>) -> Self {
+        Self::start_at(env, name, keys, None)
+    }
+
+    /// Start inside a network namespace, listening on its address (see [`NetNs`]).
+    pub fn start_in_netns(env: &TestEnv, name: &str, ns: &NetNs) -> Self {
+        Self::start_at(env, name, None, Some(ns))
+    }
+
+    fn start_at(
+        env: &TestEnv,
+        name: &str,
+        keys: Option<(&Path, &Path)>,
+        ns: Option<&NetNs>,
+    ) -> Self {
+        let addr = ns
+            .map(|n| n.inner_addr.clone())
+            .unwrap_or_else(|| "127.0.0.1".into());
         let dir = env.path().join(format!("sshd-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let (host_key, key) = match keys {
@@ -304,7 +324,7 @@ impl Sshd {
         std::fs::write(
             &known_hosts,
             format!(
-                "[127.0.0.1]:{port} {} {}\n",
+                "[{addr}]:{port} {} {}\n",
                 parts.next().unwrap(),
                 parts.next().unwrap()
             ),
@@ -314,7 +334,7 @@ impl Sshd {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+                "Port {port}\nListenAddress {addr}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nMaxSessions 50\nMaxStartups 50\n\
                  LogLevel VERBOSE\nAcceptEnv LANG LC_*\nSubsystem sftp internal-sftp\n",
@@ -328,19 +348,29 @@ impl Sshd {
         let log = dir.join("sshd.log");
         let mut s = Self {
             dir,
+            addr,
             port,
             key,
             known_hosts,
             log,
             child: None,
             config,
+            netns: ns.map(|n| n.name.clone()),
         };
         s.spawn();
         s
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(sshd_path())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, &sshd_path()]);
+                c
+            }
+            None => Command::new(sshd_path()),
+        };
+        let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(&self.config)
             .stderr(
@@ -355,7 +385,7 @@ impl Sshd {
             .expect("cannot start sshd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect((self.addr.as_str(), self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "sshd did not start: {}",
@@ -410,7 +440,7 @@ impl Sshd {
     /// Settings for `dvc-exec executor add NAME ssh ...`.
     pub fn executor_settings(&self, workdir: &Path, setup_script: &Path) -> Vec<String> {
         vec![
-            "host=127.0.0.1".into(),
+            format!("host={}", self.addr),
             format!("port={}", self.port),
             "user=root".into(),
             format!("keyfile={}", self.key.display()),
@@ -686,4 +716,96 @@ pub fn cloud_machine_settings(env: &TestEnv, sshd: &Sshd, workdir: &Path) -> Vec
         format!("setup_script={}", venv_setup_script(env).display()),
         "dvc_version=3.67.1".into(),
     ]
+}
+
+/// A network namespace reached from here over a veth pair: `outer_addr` here, `inner_addr`
+/// inside. `cut` and `restore` take the link down and up (a cable pulled: packets are lost,
+/// nothing is refused). Needs root and iproute2; fails loudly without them.
+pub struct NetNs {
+    pub name: String,
+    pub outer_addr: String,
+    pub inner_addr: String,
+    inner_if: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "`ip` is missing ({e}): this test needs iproute2 and root: apt-get install -y iproute2"
+        )
+    });
+    assert!(
+        out.status.success(),
+        "`ip {}` failed: {}\nthis test needs root (CAP_NET_ADMIN) and network namespaces \
+         (`ip netns add`) with veth pairs; run it as root on a kernel with CONFIG_NET_NS and CONFIG_VETH",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+impl NetNs {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tag = (std::process::id() % 10000) * 10 + n;
+        let name = format!("dvcx{tag}");
+        let (outer_if, inner_if) = (format!("dvcx{tag}a"), format!("dvcx{tag}b"));
+        let net = format!("10.{}.{}", 200 + (tag / 250) % 50, tag % 250);
+        let (outer_addr, inner_addr) = (format!("{net}.1"), format!("{net}.2"));
+        ip(&["netns", "add", &name]);
+        let ns = Self {
+            name: name.clone(),
+            outer_addr: outer_addr.clone(),
+            inner_addr: inner_addr.clone(),
+            inner_if: inner_if.clone(),
+        };
+        ip(&[
+            "link", "add", &outer_if, "type", "veth", "peer", "name", &inner_if,
+        ]);
+        ip(&["link", "set", &inner_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{outer_addr}/24"), "dev", &outer_if]);
+        ip(&["link", "set", &outer_if, "up"]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{inner_addr}/24"),
+            "dev",
+            &inner_if,
+        ]);
+        ip(&["-n", &name, "link", "set", &inner_if, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Pull the cable: the namespace's side of the link goes down.
+    pub fn cut(&self) {
+        ip(&["-n", &self.name, "link", "set", &self.inner_if, "down"]);
+    }
+
+    /// Plug it back in.
+    pub fn restore(&self) {
+        ip(&["-n", &self.name, "link", "set", &self.inner_if, "up"]);
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the veth pair, and so the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The rest of a child's stderr from [`spawn_until`]'s channel, once the child has exited: waits
+/// for the reader to reach the end of the pipe (or for 5 s of silence, should a process the
+/// child left behind hold the pipe open).
+pub fn drain(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    let mut out = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        out.push(line);
+    }
+    out.join("\n")
 }
