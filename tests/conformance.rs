@@ -355,6 +355,35 @@ fn run_launches_labels_and_removes_the_machine(kind: Kind) {
         s.machines()
     );
     assert_experiment(&s, 0.5, 25.0);
+    // SSH is open to ssh_cidr only.
+    let open_to: Vec<String> = match &s.api {
+        Api::Gcp(f) => f
+            .firewalls()
+            .iter()
+            .flat_map(|r| r["sourceRanges"].as_array().cloned().unwrap_or_default())
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect(),
+        Api::Azure(f) => f
+            .resource_ids()
+            .iter()
+            .filter(|id| id.contains("/networksecuritygroups/"))
+            .flat_map(|id| {
+                let nsg = f.resource(id);
+                nsg["properties"]["securityRules"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|r| r["properties"]["sourceAddressPrefix"].as_str().unwrap().to_string())
+            .collect(),
+        #[cfg(feature = "aws")]
+        Api::Aws(m) => m
+            .py("for g in ec2.describe_security_groups()['SecurityGroups']:\n    for p in g['IpPermissions']:\n        for r in p.get('IpRanges', []):\n            print(r['CidrIp'])")
+            .lines()
+            .map(String::from)
+            .collect(),
+    };
+    assert_eq!(open_to, vec!["127.0.0.1/32".to_string()]);
     // machine down removes it; gc then removes what the executor's machines shared.
     let out = s.run(&["machine", "down", "--all"]);
     assert!(out.status.success(), "{}", stderr(&out));

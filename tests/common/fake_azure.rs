@@ -188,6 +188,11 @@ impl FakeAzure {
             .unwrap()
     }
 
+    /// A resource by its (lowercased) id.
+    pub fn resource(&self, id: &str) -> Value {
+        self.state.lock().unwrap().resources[id].clone()
+    }
+
     /// Every resource id there is.
     pub fn resource_ids(&self) -> Vec<String> {
         self.state
