@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod interrupt;
 pub mod output;
 pub mod provider;
 pub mod run;

@@ -118,6 +118,17 @@ fn a_host_lost_mid_queue_loses_no_experiment() {
 fn ctrl_c_stops_the_queue_and_loses_nothing() {
     let env = TestEnv::new();
     let (_hosts, p) = queued_on_pool(&env, 1, 3, 30);
+    // At once, before any run has started.
+    let mut cmd = env.dvc_exec(&p.root);
+    cmd.args(["queue", "start"]);
+    let (child, rx) = common::spawn_until(cmd, "queued experiments on");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err: String = rx.try_iter().collect::<Vec<_>>().join("\n");
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let status = env.ok("dvc", &["queue", "status"], &p.root);
+    assert_eq!(status.matches("Queued").count(), 3, "{status}");
+    // While one runs.
     let mut cmd = env.dvc_exec(&p.root);
     cmd.args(["queue", "start"]);
     let (child, rx) = common::spawn_until(cmd, "1 running");

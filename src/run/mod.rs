@@ -178,6 +178,7 @@ fn major(v: &str) -> Option<&str> {
 /// bring the results back, and give the machine back (also on errors and Ctrl-C). A spot
 /// machine lost mid-run is replaced and the run starts again, when `spot_recovery` allows.
 pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
+    crate::interrupt::listen();
     let root = req
         .paths
         .repo_root()
@@ -220,7 +221,7 @@ pub async fn execute(req: Request, ui: Ui) -> Result<Outcome> {
                     return Err(e);
                 }
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = crate::interrupt::after(0) => {
                 ui.note("Ctrl-C: removing what was launched");
                 provider.abort(&run_id).await?;
                 return Err(Error::interrupted("interrupted while getting a machine; nothing was left running"));
@@ -377,7 +378,7 @@ async fn run_on(
     // Ctrl-C before the run has started: nothing remote to stop, only the run directory.
     let started = tokio::select! {
         r = sync_and_start(req, ui, repo, snapshot, &transport, &workdir, project, run_id, setup, machine.slot) => r,
-        _ = tokio::signal::ctrl_c() => {
+        _ = crate::interrupt::after(0) => {
             let _ = transport.helper(&["cleanup".into(), workdir.clone(), run_id.to_string()]).await;
             transport.close().await;
             return Err(Error::interrupted("interrupted before the run started; nothing was left on the executor"));
@@ -910,13 +911,14 @@ pub async fn follow_and_collect(
     );
     let ended = tokio::select! {
         r = follow(transport, provider, machine, record, ui) => r?,
-        _ = tokio::signal::ctrl_c() => {
+        _ = crate::interrupt::after(0) => {
             ui.note("Ctrl-C: stopping the run on the executor (Ctrl-C again to leave it running)");
+            let seen = crate::interrupt::count();
             let cancel_args: Vec<String> = vec!["cancel".into(), record.workdir.clone(), record.id.clone(), "10".into()];
             let cancel = transport.helper(&cancel_args);
             let reply = tokio::select! {
                 r = cancel => r.ok(),
-                _ = tokio::signal::ctrl_c() => None,
+                _ = crate::interrupt::after(seen) => None,
             };
             match reply {
                 Some(r) => {
@@ -974,49 +976,6 @@ pub async fn follow_and_collect(
     collect(transport, record, ui).await
 }
 
-/// A Ctrl-C seen while the results come back. Listening replaces the default action (ending
-/// the process at once, halfway through a write) with a flag that the phases check.
-struct CtrlC {
-    seen: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    notify: std::sync::Arc<tokio::sync::Notify>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CtrlC {
-    fn listen() -> Self {
-        let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
-        let (s, n) = (seen.clone(), notify.clone());
-        // Registered now, not when the task first runs: a Ctrl-C right after this is seen.
-        let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
-        let task = tokio::spawn(async move {
-            if let Ok(mut sig) = sig
-                && sig.recv().await.is_some()
-            {
-                s.store(true, std::sync::atomic::Ordering::SeqCst);
-                n.notify_one();
-            }
-        });
-        Self { seen, notify, task }
-    }
-
-    fn seen(&self) -> bool {
-        self.seen.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    async fn wait(&self) {
-        if !self.seen() {
-            self.notify.notified().await;
-        }
-    }
-}
-
-impl Drop for CtrlC {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Fetch a finished run's results (git objects and cache objects) and apply them.
 ///
 /// Nothing is half-written here, whatever happens: the commit arrives under a temporary ref and
@@ -1028,11 +987,11 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
     let repo = Repo::open(&root)?;
     let paths = Paths::discover(&root);
     let local_cache = cache::local_cache_dir(&paths)?;
-    let ctrl_c = CtrlC::listen();
+    crate::interrupt::listen();
     let fetch_ref = format!("refs/dvc-exec/fetch/{}", record.id);
     let fetched = tokio::select! {
         r = fetch_results(transport, &repo, record, &local_cache, &fetch_ref, ui) => r,
-        _ = ctrl_c.wait() => Err(Error::interrupted(format!(
+        _ = crate::interrupt::after(0) => Err(Error::interrupted(format!(
             "interrupted while fetching the results of run {}; nothing was changed here",
             record.id
         ))
@@ -1044,7 +1003,7 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
     let _ = repo.git(&["update-ref", "-d", &fetch_ref]);
     let fetched = match fetched {
         // A Ctrl-C, seen by us or by the git or rsync we ran.
-        Err(e) if ctrl_c.seen() || e.kind() == crate::error::Kind::Interrupted => {
+        Err(e) if crate::interrupt::seen() || e.kind() == crate::error::Kind::Interrupted => {
             Err(Error::interrupted(format!(
                 "interrupted while fetching the results of run {}; nothing was changed here",
                 record.id
@@ -1067,7 +1026,7 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
         .stderr(Stdio::null())
         .spawn();
 
-    let applied = if record.apply && ctrl_c.seen() {
+    let applied = if record.apply && crate::interrupt::seen() {
         ui.note(&format!(
             "Ctrl-C: the results arrived but were not applied to the workspace; {}",
             match &record.name {
@@ -1079,7 +1038,7 @@ pub async fn collect(transport: &Transport, record: &mut RunRecord, ui: &Ui) -> 
     } else if record.apply {
         ui.phase("apply", "applying the results to the workspace");
         let r = apply(&repo, record, &result, ui);
-        if ctrl_c.seen() {
+        if crate::interrupt::seen() {
             ui.note("Ctrl-C came while applying the results: finished applying them first");
         }
         r

@@ -143,6 +143,8 @@ pub async fn start(
     jobs: usize,
     ui: Ui,
 ) -> Result<(Vec<String>, Vec<String>)> {
+    // From here on a Ctrl-C stops the queue, whenever it comes.
+    crate::interrupt::listen();
     let root = paths
         .repo_root()
         .ok_or_else(|| Error::usage("not inside a DVC project"))?
@@ -208,7 +210,7 @@ pub async fn start(
                 );
                 handles.push(tokio::task::spawn_local(async move {
                     let _permit = sem.acquire().await.expect("open");
-                    if stop.get() {
+                    if stop.get() || crate::interrupt::seen() {
                         return (
                             e,
                             Err(Error::interrupted("not started: the queue was stopped")),
@@ -282,9 +284,10 @@ pub async fn start(
         .await;
 
     let (mut done, mut failed) = (Vec::new(), Vec::new());
-    let interrupted = results
-        .iter()
-        .any(|(_, r)| r.as_ref().is_err_and(|e| e.kind() == Kind::Interrupted));
+    let interrupted = crate::interrupt::seen()
+        || results
+            .iter()
+            .any(|(_, r)| r.as_ref().is_err_and(|e| e.kind() == Kind::Interrupted));
     for (e, r) in results {
         if r.as_ref().is_err_and(|e| e.kind() == Kind::Interrupted) {
             continue;

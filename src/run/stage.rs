@@ -280,6 +280,7 @@ pub fn find_stage(root: &Path, address: &str) -> Result<StageFiles> {
 /// Run `cmd` as the current DVC stage on `executor` (or the default executor); returns CMD's
 /// exit code.
 pub async fn run_stage(executor: Option<String>, cmd: Vec<String>, ui: Ui) -> Result<i32> {
+    crate::interrupt::listen();
     let root = std::env::var_os("DVC_ROOT").map(PathBuf::from).ok_or_else(|| {
         Error::usage("dvc-exec stage runs as a stage's cmd in dvc.yaml, where DVC sets DVC_ROOT and DVC_STAGE")
             .hint("in dvc.yaml: cmd: dvc-exec stage -e EXECUTOR -- python train.py")
@@ -370,7 +371,7 @@ pub async fn run_stage(executor: Option<String>, cmd: Vec<String>, ui: Ui) -> Re
         ui.phase("run", &format!("stage {address} is running on {}", exec.name));
         let ended = tokio::select! {
             r = super::follow(&mut transport, &*provider, &machine, &record, &ui) => r?,
-            _ = tokio::signal::ctrl_c() => {
+            _ = crate::interrupt::after(0) => {
                 let a: Vec<String> = vec!["cancel".into(), workdir.clone(), run_id.clone(), "10".into()];
                 let _ = transport.helper(&a).await;
                 let _ = transport.helper(&["cleanup".into(), workdir.clone(), run_id.clone()]).await;
