@@ -514,7 +514,10 @@ impl Compute for Gcp {
         let (machine_type, accelerator) = self.machine_type()?;
         Ok(format!(
             "{} {machine_type}{}{} in {} ({})",
-            if machine_type.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            // "an n2-standard-4", "a g2-standard-8": by how the letter is said.
+            if machine_type
+                .starts_with(['a', 'e', 'f', 'h', 'i', 'l', 'm', 'n', 'o', 'r', 's', 'x'])
+            {
                 "an"
             } else {
                 "a"
