@@ -219,7 +219,14 @@ impl Setup {
         v.as_object()
             .unwrap()
             .iter()
-            .map(|(k, v)| (k.replace('_', ":"), v.as_str().unwrap().to_string()))
+            .map(|(k, v)| {
+                // GCP spells dvc-exec:executor as dvc_exec_executor.
+                let k = match k.strip_prefix("dvc_exec_") {
+                    Some(rest) => format!("dvc-exec:{rest}"),
+                    None => k.clone(),
+                };
+                (k, v.as_str().unwrap().to_string())
+            })
             .collect()
     }
 

@@ -34,7 +34,7 @@ fn gcp_instance() -> Value {
         "machineType": "zones/us-central1-a/machineTypes/n2-standard-2",
         "disks": [{"boot": true, "initializeParams": {"sourceImage": "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64", "diskSizeGb": "50"}}],
         "networkInterfaces": [{"network": "global/networks/default"}],
-        "labels": {"dvc-exec_executor": "x"},
+        "labels": {"dvc_exec_executor": "x"},
         "scheduling": {"provisioningModel": "STANDARD"},
     })
 }

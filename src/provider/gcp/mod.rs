@@ -2,7 +2,8 @@
 //!
 //! The calls go through google-cloud-compute-v1 (credentials from Application Default
 //! Credentials); [`super::vm::VmProvider`] keeps the provider contract. Machines carry
-//! dvc-exec's labels (`dvc-exec_executor`, ...: GCP label keys allow no colon), a network tag
+//! dvc-exec's labels (`dvc_exec_executor`, ...: GCP label keys allow no colon, and plain
+//! underscores keep them simple in list filters), a network tag
 //! that one firewall rule per executor opens to SSH from `ssh_cidr` only, the client's SSH key
 //! in their metadata, and the cloud-init user data with the pinned host key and the watchdog.
 //! No service account is attached unless `service_account` is set (for `data = pull`).
@@ -52,18 +53,13 @@ struct Clients {
 /// dvc-exec's own label keys, as GCP allows them (no colon).
 const OWN_KEYS: [&str; 5] = [TAG_EXECUTOR, TAG_PROJECT, TAG_OWNER, TAG_LAUNCH, TAG_KEEP];
 
-/// A label key GCP accepts: lowercase letters, digits, `_` and `-`, at most 63, a letter first.
+/// A label key GCP accepts and its list filters take as is: lowercase letters, digits and
+/// `_`, at most 63, a letter first.
 pub fn label_key(key: &str) -> String {
     let k: String = key
         .to_ascii_lowercase()
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(63)
         .collect();
     if k.starts_with(|c: char| c.is_ascii_lowercase()) {
@@ -626,7 +622,8 @@ mod tests {
 
     #[test]
     fn labels_are_what_gcp_accepts() {
-        assert_eq!(label_key("dvc-exec:executor"), "dvc-exec_executor");
+        assert_eq!(label_key("dvc-exec:executor"), "dvc_exec_executor");
+        assert_eq!(label_key("cost-center"), "cost_center");
         assert_eq!(label_key("Team"), "team");
         assert_eq!(label_key("1x"), "l1x");
         assert_eq!(label_value("Alice@Laptop.local"), "alice-laptop-local");
