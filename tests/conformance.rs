@@ -142,7 +142,9 @@ fn setup(kind: Kind, extra: &[&str]) -> Setup {
     };
     let mut all: Vec<String> = vec!["executor".into(), "add".into(), "-d".into(), "cloud".into()];
     all.append(&mut args);
-    all.push("machine=s".into());
+    if !extra.iter().any(|e| e.starts_with("machine=")) {
+        all.push("machine=s".into());
+    }
     all.extend(common::cloud_machine_settings(&env, &sshd, &workdir));
     all.extend(extra.iter().map(|s| s.to_string()));
     let s = Setup {
@@ -409,7 +411,7 @@ fn run_launches_labels_and_removes_the_machine(kind: Kind) {
 }
 
 fn an_ephemeral_machine_is_removed_after_the_run(kind: Kind) {
-    let s = setup(kind, &[]);
+    let s = setup(kind, &["disk_size=80G"]);
     let out = s.exp_run(&["-S", "lr=0.2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_experiment(&s, 0.2, 10.0);
@@ -489,6 +491,55 @@ fn gc_removes_what_a_killed_client_left(kind: Kind) {
     let out = s.run(&["gc"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(s.live().is_empty(), "left: {:?}", s.machines());
+}
+
+/// A generic GPU machine becomes the cloud's own GPU shape, on the GPU image.
+fn a_gpu_machine_gets_the_clouds_gpu_shape(kind: Kind) {
+    let s = setup(kind, &["machine=s+t4", "keep=true"]);
+    let out = s.exp_run(&["-S", "lr=0.3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = &s.running()[0];
+    match &s.api {
+        Api::Gcp(f) => {
+            let i = f.instance(id);
+            assert!(
+                i["machineType"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("/n1-standard-4"),
+                "{i}"
+            );
+            assert_eq!(i["guestAccelerators"][0]["acceleratorCount"], 1, "{i}");
+            assert!(
+                i["guestAccelerators"][0]["acceleratorType"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("/nvidia-tesla-t4"),
+                "{i}"
+            );
+            assert_eq!(i["scheduling"]["onHostMaintenance"], "TERMINATE", "{i}");
+            assert!(
+                i["disks"][0]["initializeParams"]["sourceImage"]
+                    .as_str()
+                    .unwrap()
+                    .contains("deeplearning-platform-release"),
+                "{i}"
+            );
+        }
+        Api::Azure(f) => {
+            let v = f.instance(id);
+            assert_eq!(
+                v["properties"]["hardwareProfile"]["vmSize"], "Standard_NC4as_T4_v3",
+                "{v}"
+            );
+            assert_eq!(
+                v["properties"]["storageProfile"]["imageReference"]["offer"], "ubuntu-hpc",
+                "{v}"
+            );
+        }
+        #[cfg(feature = "aws")]
+        Api::Aws(_) => unreachable!(),
+    }
 }
 
 /// A client that vanished leaves a machine its watchdog stops; the next run removes it, and a
@@ -666,4 +717,5 @@ conformance! {
     launch_errors_name_the_fix_and_leave_nothing: [Gcp, Azure];
     machines_the_watchdog_stopped_are_tidied: [Aws, Gcp, Azure];
     impossible_settings_are_refused_up_front: [Gcp, Azure];
+    a_gpu_machine_gets_the_clouds_gpu_shape: [Gcp, Azure];
 }
