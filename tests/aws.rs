@@ -437,21 +437,12 @@ fn machine_up_list_ssh_and_down() {
 fn a_pool_creates_machines_on_demand_up_to_its_size() {
     let s = setup(&["pool=2"]);
     let spawn = |lr: &str| {
-        s.env
-            .dvc_exec(&s.project.root)
-            .args([
-                "exp",
-                "run",
-                "--no-apply",
-                "-S",
-                &format!("lr={lr}"),
-                "-S",
-                "sleep=2",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+        let lr = format!("lr={lr}");
+        common::spawn_exp_run(
+            &s.env,
+            &s.project.root,
+            &["--no-apply", "-S", &lr, "-S", "sleep=2"],
+        )
     };
     let children = vec![spawn("0.1"), spawn("0.2"), spawn("0.3")];
     for c in children {

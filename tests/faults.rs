@@ -423,21 +423,12 @@ fn two_clients_racing_on_one_project_and_host_keep_both_repositories_sound() {
     s.env.ok("git", &["add", "notes.txt"], &s.project.root);
     s.env.ok("git", &["commit", "-qm", "race"], &s.project.root);
     let spawn = |lr: &str, name: &str| {
-        s.env
-            .dvc_exec(&s.project.root)
-            .args([
-                "exp",
-                "run",
-                "--no-apply",
-                "-n",
-                name,
-                "-S",
-                &format!("lr={lr}"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        let lr = format!("lr={lr}");
+        common::spawn_exp_run(
+            &s.env,
+            &s.project.root,
+            &["--no-apply", "-n", name, "-S", &lr],
+        )
     };
     let (a, b) = (spawn("0.13", "racer-a"), spawn("0.17", "racer-b"));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());

@@ -19,20 +19,8 @@ fn runs_started_at_once_never_share_a_host() {
 
     // Three runs at once on two hosts: two run side by side, the third waits for a free host.
     let spawn = |lr: &str| {
-        env.dvc_exec(&p.root)
-            .args([
-                "exp",
-                "run",
-                "--no-apply",
-                "-S",
-                &format!("lr={lr}"),
-                "-S",
-                "sleep=2",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+        let lr = format!("lr={lr}");
+        common::spawn_exp_run(&env, &p.root, &["--no-apply", "-S", &lr, "-S", "sleep=2"])
     };
     let children = vec![spawn("0.1"), spawn("0.2"), spawn("0.3")];
     let outs: Vec<_> = children

@@ -32,6 +32,13 @@ pub struct Vm {
     pub launched: Option<u64>,
 }
 
+impl Vm {
+    /// Whether it is kept between runs (its `dvc-exec:keep` label).
+    pub fn kept(&self) -> bool {
+        self.labels.get(TAG_KEEP).map(String::as_str) == Some("true")
+    }
+}
+
 /// What a launch asks the cloud for.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
@@ -156,7 +163,7 @@ impl<C: Compute> VmProvider<C> {
                 None,
             )),
             owned: true,
-            keep: vm.labels.get(TAG_KEEP).map(String::as_str) == Some("true"),
+            keep: vm.kept(),
             state: Some(vm.state),
             launched: vm.launched,
             slot: None,
@@ -167,8 +174,7 @@ impl<C: Compute> VmProvider<C> {
     /// gone), so it is deleted; a kept one is parked so that it costs nothing while stopped.
     async fn tidy(&self, vms: &[Vm], ui: &Ui) {
         for vm in vms.iter().filter(|v| v.state == MachineState::Stopped) {
-            let kept = vm.labels.get(TAG_KEEP).map(String::as_str) == Some("true");
-            let result = if kept {
+            let result = if vm.kept() {
                 self.compute.park(&vm.id).await
             } else {
                 ui.note(&format!(
@@ -183,15 +189,13 @@ impl<C: Compute> VmProvider<C> {
         }
     }
 
-    async fn project_machines(&self, keep_only: bool) -> Result<Vec<Vm>> {
-        let mut labels = vec![
-            (TAG_EXECUTOR, self.executor.name.as_str()),
-            (TAG_PROJECT, self.ctx.project.as_str()),
-        ];
-        if keep_only {
-            labels.push((TAG_KEEP, "true"));
-        }
-        self.compute.list(&labels).await
+    async fn project_machines(&self) -> Result<Vec<Vm>> {
+        self.compute
+            .list(&[
+                (TAG_EXECUTOR, self.executor.name.as_str()),
+                (TAG_PROJECT, self.ctx.project.as_str()),
+            ])
+            .await
     }
 
     /// Create a machine for `run_id` and wait until it is running and bootstrapped; on any
@@ -200,15 +204,12 @@ impl<C: Compute> VmProvider<C> {
         let plan = self.compute.plan().await?;
         let user = self.login();
         let spec = LaunchSpec {
+            // dvc-exec-EXECUTOR-RUNSUFFIX+RANDOM: unique, and lowercase as clouds want it.
             name: format!(
-                "dvc-exec-{}-{}",
+                "dvc-exec-{}-{}{:04x}",
                 cloud_name(&self.executor.name),
-                run_id
-                    .rsplit('-')
-                    .next()
-                    .unwrap_or(run_id)
-                    .to_ascii_lowercase()
-                    + &format!("{:04x}", fastrand::u16(..))
+                cloud_name(run_id.rsplit('-').next().unwrap_or(run_id)),
+                fastrand::u16(..)
             ),
             labels: self.labels(run_id),
             user_data: cloud::launch_user_data(
@@ -258,15 +259,12 @@ impl<C: Compute> VmProvider<C> {
                 Some(vm) if vm.state == MachineState::Running && vm.address.is_some() => {
                     return Ok(vm);
                 }
-                Some(vm) if vm.state == MachineState::Gone => {
+                Some(vm) if vm.state != MachineState::Gone => {}
+                // Gone, or no longer there at all.
+                _ => {
                     return Err(Error::failed(format!("{id} was deleted while starting"))
                         .hint("for spot capacity, try another zone, region or machine, or spot = false"));
                 }
-                None => {
-                    return Err(Error::failed(format!("{id} disappeared while starting"))
-                        .hint("for spot capacity, try another zone, region or machine, or spot = false"));
-                }
-                Some(_) => {}
             }
             if !said {
                 ui.note(&format!("waiting for {id} to start"));
@@ -294,7 +292,7 @@ impl<C: Compute> VmProvider<C> {
         loop {
             let guard = lease::CreateLock::take(&name).await?;
             let keys = ExecutorKeys::load_or_create(&name)?;
-            let vms = self.project_machines(false).await?;
+            let vms = self.project_machines().await?;
             let machines: Vec<Machine> = vms
                 .iter()
                 .filter(|v| v.state != MachineState::Gone)
@@ -362,10 +360,10 @@ impl<C: Compute> Provider for VmProvider<C> {
             .await?;
         // Kept machines their watchdog powered off stop costing compute (Azure bills a VM
         // that is only powered off).
-        for vm in vms.iter().filter(|v| {
-            v.state == MachineState::Stopped
-                && v.labels.get(TAG_KEEP).map(String::as_str) == Some("true")
-        }) {
+        for vm in vms
+            .iter()
+            .filter(|v| v.state == MachineState::Stopped && v.kept())
+        {
             let _ = self.compute.park(&vm.id).await;
         }
         Ok(vms
@@ -380,20 +378,13 @@ impl<C: Compute> Provider for VmProvider<C> {
             return self.acquire_from_pool(n, run_id, ui).await;
         }
         let keys = ExecutorKeys::load_or_create(&self.executor.name)?;
-        let all = self.project_machines(false).await?;
-        self.tidy(
-            &all.iter()
-                .filter(|v| v.labels.get(TAG_KEEP).map(String::as_str) != Some("true"))
-                .cloned()
-                .collect::<Vec<_>>(),
-            ui,
-        )
-        .await;
-        // Resume before create: a kept machine of this executor and project.
-        let kept: Vec<Vm> = all
+        let (kept, ephemeral): (Vec<Vm>, Vec<Vm>) = self
+            .project_machines()
+            .await?
             .into_iter()
-            .filter(|v| v.labels.get(TAG_KEEP).map(String::as_str) == Some("true"))
-            .collect();
+            .partition(Vm::kept);
+        self.tidy(&ephemeral, ui).await;
+        // Resume before create: a kept machine of this executor and project.
         let pick = kept
             .iter()
             .find(|v| v.state == MachineState::Running)

@@ -809,3 +809,15 @@ pub fn drain(rx: &std::sync::mpsc::Receiver<String>) -> String {
     }
     out.join("\n")
 }
+
+/// `dvc-exec exp run ARGS` started in the background in `root`, stderr piped for
+/// `wait_with_output`.
+pub fn spawn_exp_run(env: &TestEnv, root: &Path, args: &[&str]) -> Child {
+    env.dvc_exec(root)
+        .args(["exp", "run"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}

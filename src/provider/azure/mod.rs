@@ -309,7 +309,10 @@ impl Azure {
                 Err(e) => e.is_connect() || e.is_timeout(),
             };
             if retryable && attempt < 4 {
-                let after = result.as_ref().ok().and_then(retry_after);
+                let after = result
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| retry_after_headers(r.headers()));
                 tokio::time::sleep(vm::poll_delay(attempt + 2, after)).await;
                 attempt += 1;
                 continue;
@@ -657,10 +660,6 @@ impl Azure {
             launched,
         })
     }
-}
-
-fn retry_after(r: &reqwest::Response) -> Option<Duration> {
-    retry_after_headers(r.headers())
 }
 
 fn retry_after_headers(h: &reqwest::header::HeaderMap) -> Option<Duration> {
